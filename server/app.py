@@ -1,0 +1,110 @@
+"""The FastAPI application factory and its lifecycle.
+
+`build_app` wires settings, metrics, routes and error handlers; nothing heavy happens at import. The engine
+loads in a background task during the lifespan, so `/health` answers at once while `/ready` and the model
+routes answer 503 until the engine is loaded and warmed up. A load failure is recorded, reported by
+`/health` (so an orchestrator restarts the process) and handed to `on_fatal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+
+from selfeval.card import ModelCard
+from server.engine import Engine
+from server.errors import NotReadyError, install_error_handlers
+from server.metrics import ServiceMetrics
+from server.routes import generate, health
+from server.service import GenerationService
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EngineBuilder = Callable[[Settings, Path, tuple[int, ...]], Awaitable[Engine]]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    model_dir: Path
+    card: ModelCard
+    model_name: str
+    metrics: ServiceMetrics
+    engine: Engine | None = None
+    service: GenerationService | None = None
+    load_error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    def require_service(self) -> GenerationService:
+        if self.service is not None:
+            return self.service
+        if self.load_error:
+            raise NotReadyError(f"the model failed to load: {self.load_error}", code="model_load_failed")
+        raise NotReadyError("the model is still loading; retry when GET /ready answers 200", code="model_loading")
+
+
+def build_app(
+    settings: Settings,
+    model_dir: Path,
+    card: ModelCard,
+    engine_builder: EngineBuilder,
+    on_fatal: Callable[[], None] | None = None,
+) -> FastAPI:
+    model_name = settings.served_model_name or card.model_name
+    state = AppState(settings, model_dir, card, model_name, ServiceMetrics(model_name))
+
+    async def load() -> None:
+        try:
+            state.engine = await engine_builder(settings, model_dir, card.digit_token_ids)
+            service = GenerationService(state.engine, card, settings, state.metrics, model_name)
+            if settings.warmup:
+                started = time.monotonic()
+                await service.warmup()
+                log.info("warm-up done in %.1f s", time.monotonic() - started)
+            state.service = service
+            log.info("ready: serving %s from %s", model_name, model_dir)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            state.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the engine failed to load")
+            if on_fatal is not None:
+                on_fatal()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            task.cancel()
+            if state.engine is not None:
+                state.engine.shutdown()
+
+    app = FastAPI(
+        title="SEE Sidecar",
+        summary="Answers with the model's own prediction of how a judge would score them",
+        lifespan=lifespan,
+    )
+    app.state.see = state
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def record_request(request: Request, call_next):
+        started = time.monotonic()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        state.metrics.observe_http(route, request.method, response.status_code, time.monotonic() - started)
+        return response
+
+    app.include_router(health.router)
+    app.include_router(generate.router)
+    return app

@@ -1,0 +1,182 @@
+"""The narrow engine interface the service talks to, and its vLLM `AsyncLLM` adapter (CPU and GPU).
+
+The service only needs two calls: generate an answer from prompt token ids (optionally with the log-
+probabilities of the ten digit tokens at every position), and read the digit log-probabilities of the next
+token after a given context (one step of a forced readout). Keeping it this small leaves room for a second
+adapter, e.g. a remote vLLM server over HTTP, without touching the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from selfeval.block import CLOSE_TAG
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+    stop: Sequence[str] = ()
+    read_digits: bool = True
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None
+    digit_logprobs: list[dict[int, float]] | None = None  # one mapping per generated token
+    cached_prompt_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    model_dir: Path
+    max_model_len: int
+    digit_token_ids: tuple[int, ...]
+
+    def encode(self, text: str) -> list[int]: ...
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
+    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]: ...
+    def shutdown(self) -> None: ...
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _configure_cpu_environment(kv_cache_gib: float, threads_bind: str) -> None:
+    """vLLM-on-CPU settings (ENVIRONMENT.md); values the operator already exported win."""
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}" if threads_bind == "auto" else threads_bind)
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+class VllmEngine:
+    """`Engine` on an in-process vLLM AsyncLLM. Build it with `VllmEngine.create` (blocking, ~20 s on CPU)."""
+
+    def __init__(self, llm, tokenizer, model_dir: Path, digit_token_ids: tuple[int, ...]) -> None:
+        self._llm = llm
+        self._tokenizer = tokenizer
+        self.model_dir = model_dir
+        self.digit_token_ids = digit_token_ids
+        self.max_model_len = int(llm.model_config.max_model_len)
+
+    @classmethod
+    def create(cls, settings, model_dir: Path, digit_token_ids: tuple[int, ...]) -> VllmEngine:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _has_cuda())
+        if on_cpu:
+            _configure_cpu_environment(settings.cpu_kv_cache_gib, settings.cpu_threads_bind)
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=("float32" if on_cpu else "auto") if settings.dtype == "auto" else settings.dtype,
+            enforce_eager=on_cpu if settings.enforce_eager is None else settings.enforce_eager,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            max_model_len=settings.max_model_len or _default_context(model_dir),
+            tensor_parallel_size=1 if on_cpu else settings.tensor_parallel_size,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            disable_log_stats=True,
+        )
+        log.info("starting vLLM on %s: %s", "CPU" if on_cpu else "GPU", model_dir)
+        llm = AsyncLLM.from_engine_args(args)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        return cls(llm, tokenizer, model_dir, digit_token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            seed=spec.seed,
+            stop=[*spec.stop, CLOSE_TAG],
+            include_stop_str_in_output=True,
+            logprob_token_ids=list(self.digit_token_ids) if spec.read_digits else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for output in self._llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=request_id):
+            final = output
+        completion = final.outputs[0]
+        text, token_ids = completion.text, list(completion.token_ids)
+        # A user stop string is kept by include_stop_str_in_output (needed for our closing tag): drop it again.
+        if isinstance(completion.stop_reason, str) and completion.stop_reason != CLOSE_TAG:
+            text = text[: len(text) - len(completion.stop_reason)] if text.endswith(completion.stop_reason) else text
+        digit_logprobs = None
+        if spec.read_digits and completion.logprobs is not None:
+            wanted = set(self.digit_token_ids)
+            digit_logprobs = [
+                {token: entry.logprob for token, entry in position.items() if token in wanted}
+                for position in completion.logprobs
+            ]
+        return Generation(
+            token_ids=token_ids,
+            text=text,
+            finish_reason=completion.finish_reason,
+            digit_logprobs=digit_logprobs,
+            cached_prompt_tokens=int(final.num_cached_tokens or 0),
+        )
+
+    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprob_token_ids=list(self.digit_token_ids),
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for output in self._llm.generate({"prompt_token_ids": context_ids}, params, request_id=request_id):
+            final = output
+        position = final.outputs[0].logprobs[0]
+        return {token: position[token].logprob for token in self.digit_token_ids if token in position}
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _default_context(model_dir: Path, cap: int = 8192) -> int:
+    """The model's own context length, capped so a CPU KV cache still holds a few full requests."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    return min(int(config.get("max_position_embeddings") or cap), cap)
+
+
+def new_request_id(prefix: str = "gen") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+async def build_engine_in_thread(settings, model_dir: Path, digit_token_ids: tuple[int, ...]) -> VllmEngine:
+    """Build the engine off the event loop, so /health keeps answering during the load."""
+    return await asyncio.to_thread(VllmEngine.create, settings, model_dir, digit_token_ids)

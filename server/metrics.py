@@ -1,0 +1,59 @@
+"""Prometheus metrics of the service, in their own registry (one per app, no global state).
+
+Names carry the `see_` prefix; labels stay bounded (route templates, the five attributes, the readout
+sources, the served model name), never request ids or text. Expected-score buckets sit at half-points so
+each bucket collects the scores that round to one value of the 0-9 scale.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from selfeval.readout import ScoreDistribution
+
+SCORE_BUCKETS = tuple(k + 0.5 for k in range(9)) + (9.0,)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+class ServiceMetrics:
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "see_http_requests", "HTTP requests by route and status code",
+            ["route", "method", "status_code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "see_http_request_duration_seconds", "HTTP request latency by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.expected_score = Histogram(
+            "see_expected_score", "Expected self-score per attribute (0-9 scale)",
+            ["model_name", "attribute"], buckets=SCORE_BUCKETS, registry=self.registry,
+        )
+        self.readouts = Counter(
+            "see_readouts", "Self-evaluation readouts by source (generated, forced, unavailable)",
+            ["model_name", "source"], registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "see_completion_tokens", "Answer tokens generated", ["model_name"], registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "see_prompt_tokens", "Prompt tokens processed", ["model_name"], registry=self.registry,
+        )
+
+    def observe_http(self, route: str, method: str, status_code: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status_code)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_readout(self, source: str, distributions: dict[str, ScoreDistribution] | None) -> None:
+        self.readouts.labels(self.model_name, source).inc()
+        for attribute, distribution in (distributions or {}).items():
+            self.expected_score.labels(self.model_name, attribute).observe(distribution.expected)
+
+    def observe_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens.labels(self.model_name).inc(prompt_tokens)
+        self.completion_tokens.labels(self.model_name).inc(completion_tokens)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,89 @@
+"""Wire models of the HTTP API. Field descriptions end up in the OpenAPI document.
+
+`SelfEvaluation` is the one shape every endpoint uses for scores: where the readout came from, the 0-9
+distribution of each attribute with its summaries, and the predicted quality. When no readout is possible
+it says so (`source = "unavailable"` and a `reason`) instead of carrying invented numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from selfeval.rubric import SCALE_MAX
+
+ReadoutSource = Literal["generated", "forced", "unavailable"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] | None = Field(None, description="The conversation; give this or `prompt`")
+    prompt: StrictStr | None = Field(None, description="Shorthand for a single user message")
+    max_tokens: int | None = Field(None, ge=1, description="Answer budget in tokens (default: server setting)")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy (default: server setting)")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, description="Sampling seed for reproducible answers")
+    stop: StrictStr | list[StrictStr] | None = Field(None, description="Up to 8 stop strings (not returned)")
+    score: bool = Field(True, description="false skips the self-evaluation readout (benchmarks, warm-ups)")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        if len(stops) > 8 or any(not s for s in stops):
+            raise ValueError("stop takes at most 8 non-empty strings")
+        return self
+
+    def conversation(self) -> list[dict[str, str]]:
+        if self.prompt is not None:
+            return [{"role": "user", "content": self.prompt}]
+        return [m.model_dump() for m in self.messages or []]
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class AttributeScore(BaseModel):
+    expected: float = Field(description="Expected score, sum_k k * p_k")
+    argmax: int = Field(description="Most likely score")
+    probs: list[float] = Field(description=f"P(score = k) for k = 0..{SCALE_MAX}, renormalised over the digits")
+    std: float = Field(description="Standard deviation of the distribution")
+    entropy: float = Field(description="Entropy in nats (0 = certain, ln 10 = uniform)")
+    label_mass: float = Field(description="Probability the model put on any digit before renormalising")
+    emitted: int | None = Field(description="The digit the model wrote (generated readout), else null")
+
+
+class SelfEvaluation(BaseModel):
+    source: ReadoutSource = Field(
+        description="generated: read at the digits the model wrote; forced: teacher-forced canonical block "
+        "after the answer; unavailable: no readout possible (see reason)"
+    )
+    scale_max: int = SCALE_MAX
+    scores: dict[str, AttributeScore] | None
+    predicted_quality: float | None = Field(description="Mean expected helpfulness/correctness/coherence / 9")
+    reason: str | None = Field(None, description="Why the readout is forced or unavailable")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    readout_tokens: int = Field(0, description="Tokens the engine processed for a forced readout")
+
+
+class GenerateResponse(BaseModel):
+    id: str
+    model: str
+    answer: str = Field(description="The answer, never containing the [SELF_EVAL] block")
+    finish_reason: str | None
+    self_evaluation: SelfEvaluation | None
+    usage: Usage

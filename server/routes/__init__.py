@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that read the app state, call the service and return its result."""

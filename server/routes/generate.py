@@ -1,0 +1,14 @@
+"""`POST /generate`: an answer plus the five predicted judge-score distributions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from server.protocol import GenerateRequest, GenerateResponse
+
+router = APIRouter()
+
+
+@router.post("/generate", response_model=GenerateResponse, summary="Answer a conversation and self-evaluate the answer")
+async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+    return await request.app.state.see.require_service().generate(body)

@@ -1,0 +1,51 @@
+"""Server settings: one pydantic-settings object, read from `SEE_*` environment variables and CLI flags.
+
+Built once at boot, validated, and passed explicitly to whatever needs it (no module-level globals).
+Engine knobs default to what works on a 2-core CPU machine (see ENVIRONMENT.md) and switch to GPU-sized
+values when a GPU is present; each can be set explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEE_", extra="ignore", validate_default=True)
+
+    # what to serve
+    model: Path | None = Field(None, description="Checkpoint directory with see_card.json; unset = the default model")
+    served_model_name: str | None = Field(None, description="Name reported in responses; default: the card's model_name")
+    cache_dir: Path | None = Field(None, description="Where the default model is provisioned; default ~/.cache/see-sidecar")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # generation defaults and limits
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request does not set it")
+    default_temperature: float = Field(0.8, ge=0.0, le=2.0, description="the SEE training sampler's temperature")
+    default_top_p: float = Field(0.9, gt=0.0, le=1.0, description="the SEE training sampler's top_p")
+
+    # engine
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_model_len: int | None = Field(None, ge=64, description="Context length; default: the model's own, capped at 8192")
+    dtype: str = Field("auto", description="auto = float32 on CPU, the checkpoint's dtype on GPU")
+    enforce_eager: bool | None = Field(None, description="auto = eager on CPU (faster start, no gain from compile)")
+    enable_prefix_caching: bool = True
+    cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="CPU only: KV cache size in GiB")
+    cpu_threads_bind: str = Field("auto", description="CPU only: OpenMP core binding, e.g. 0-1; auto = all cores")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPU only")
+    gpu_memory_utilization: float = Field(0.90, gt=0.0, le=1.0, description="GPU only")
+    warmup: bool = Field(True, description="Run one request before reporting ready, so the first user is not slow")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.model is not None and not self.model.is_dir():
+            raise ValueError(f"model directory {self.model} does not exist")
+        return self
