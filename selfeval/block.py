@@ -67,7 +67,7 @@ def forced_segments() -> list[str]:
     """
     segments = []
     for index, attribute in enumerate(ATTRIBUTES):
-        lead = f'{ANSWER_SEPARATOR}{OPEN_TAG}\n{{' if index == 0 else ", "
+        lead = f"{ANSWER_SEPARATOR}{OPEN_TAG}\n{{" if index == 0 else ", "
         segments.append(f'{lead}"{attribute}": ')
     return segments
 
@@ -82,10 +82,14 @@ def parse_output(text: str) -> ParsedOutput:
         raise BlockParseError("layout", f"output must be a string, got {type(text).__name__}")
     opens, closes = len(_OPEN_RE.findall(text)), len(_CLOSE_RE.findall(text))
     if opens != 1 or closes != 1:
-        raise BlockParseError("tag_count", f"need exactly one {OPEN_TAG} and one {CLOSE_TAG}, found {opens} and {closes}")
+        raise BlockParseError(
+            "tag_count", f"need exactly one {OPEN_TAG} and one {CLOSE_TAG}, found {opens} and {closes}"
+        )
     match = _LAYOUT.match(text)
     if match is None:
-        raise BlockParseError("layout", "expected answer, then [SELF_EVAL], one flat JSON object, [/SELF_EVAL], nothing after")
+        raise BlockParseError(
+            "layout", "expected answer, then [SELF_EVAL], one flat JSON object, [/SELF_EVAL], nothing after"
+        )
     answer = match.group("answer").strip()
     if not answer:
         raise BlockParseError("empty_answer", "the answer before [SELF_EVAL] is empty")
@@ -133,7 +137,7 @@ def partial_tag_suffix_length(text: str) -> int:
 
     Streaming holds back this many characters, since they could still become `[SELF_EVAL]`.
     """
-    upper_tail = text[-(len(OPEN_TAG) - 1):].upper()
+    upper_tail = text[-(len(OPEN_TAG) - 1) :].upper()
     for length in range(min(len(upper_tail), len(OPEN_TAG) - 1), 0, -1):
         if OPEN_TAG.startswith(upper_tail[-length:]):
             return length

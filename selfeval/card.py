@@ -61,8 +61,10 @@ class ModelCard:
                 f"0-{self.scale_max} over {list(self.attributes)}"
             )
         ids = self.digit_token_ids
-        if len(ids) != len(DIGITS) or len(set(ids)) != len(DIGITS) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
+        if (
+            len(ids) != len(DIGITS)
+            or len(set(ids)) != len(DIGITS)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
         ):
             raise CardError(f"digit_token_ids must be {len(DIGITS)} distinct non-negative ints, got {list(ids)}")
 
@@ -75,7 +77,10 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         if data.get("format") != CARD_FORMAT or data.get("version") != CARD_VERSION:
-            raise CardError(f"not a {CARD_FORMAT} v{CARD_VERSION} card (format={data.get('format')!r}, version={data.get('version')!r})")
+            raise CardError(
+                f"not a {CARD_FORMAT} v{CARD_VERSION} card "
+                f"(format={data.get('format')!r}, version={data.get('version')!r})"
+            )
         try:
             lineage = Lineage(**data["lineage"])
             return cls(
@@ -101,7 +106,9 @@ def digit_token_ids_for(tokenizer: TokenizerLike) -> tuple[int, ...]:
     for digit in DIGITS:
         encoded = tokenizer.encode(digit, add_special_tokens=False)
         if len(encoded) != 1:
-            raise CardError(f"digit {digit!r} is {len(encoded)} tokens {encoded} in this tokenizer; SEE needs one token per digit")
+            raise CardError(
+                f"digit {digit!r} is {len(encoded)} tokens {encoded} in this tokenizer; SEE needs one token per digit"
+            )
         in_context = tokenizer.encode(f'{{"{ATTRIBUTES[0]}": {digit}', add_special_tokens=False)
         if in_context[-1] != encoded[0]:
             raise CardError(

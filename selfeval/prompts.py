@@ -27,9 +27,7 @@ class PromptError(ValueError):
 
 
 BLOCK_TEMPLATE = (
-    f"{OPEN_TAG}\n{{"
-    + ", ".join(f'"{attribute}": <integer 0-9>' for attribute in ATTRIBUTES)
-    + f"}}\n{CLOSE_TAG}"
+    f"{OPEN_TAG}\n{{" + ", ".join(f'"{attribute}": <integer 0-9>' for attribute in ATTRIBUTES) + f"}}\n{CLOSE_TAG}"
 )
 
 SCORING_GUIDE = "Scoring guide:\n" + "\n".join(
@@ -70,26 +68,42 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str, int, int, int, int, int], ...] = (
         "Give me three practical tips to keep an online account secure.",
         "Use a strong, unique password, turn on two-factor authentication, and be wary of links or "
         "attachments that ask you to log in.",
-        8, 8, 8, 2, 2,
+        8,
+        8,
+        8,
+        2,
+        2,
     ),
     ("Rewrite this more professionally: I can't make it today.", "I am unable to attend today.", 8, 8, 8, 2, 0),
     (
         "Suggest a few low-effort ways to make a daily-planning app feel calmer.",
         "Show a simple view of today, send gentle reminders, turn off most notifications by default, and "
         "offer a short end-of-day review.",
-        8, 8, 8, 2, 2,
+        8,
+        8,
+        8,
+        2,
+        2,
     ),
     (
         "Which fields are useful for storing document records?",
         "Useful fields are title, owner_id, status, version, created_at, updated_at and archived_at.",
-        8, 8, 8, 2, 2,
+        8,
+        8,
+        8,
+        2,
+        2,
     ),
     (
         "Maya: Do you think the old observatory is still open?\nLeo: Only one way to find out.\n\n"
         "Continue the dialogue for two more lines.",
         "Maya: Then bring a flashlight; the stairs up there were always dark.\n"
         "Leo: And hope the telescope is still where we left it.",
-        8, 8, 8, 2, 2,
+        8,
+        8,
+        8,
+        2,
+        2,
     ),
 )
 

@@ -20,8 +20,7 @@ ATTRIBUTE_DEFINITIONS: dict[str, str] = {
     "correctness": "inclusion of all pertinent facts without errors",
     "coherence": "consistency and clarity of expression",
     "complexity": (
-        "intellectual depth required to write the response "
-        "(basic language competency vs deep domain expertise)"
+        "intellectual depth required to write the response (basic language competency vs deep domain expertise)"
     ),
     "verbosity": "amount of detail included in the response, relative to what is asked for in the prompt",
 }

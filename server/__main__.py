@@ -46,10 +46,14 @@ def serve(settings: Settings) -> int:
 
     app = build_app(settings, model_dir, card, build_engine_in_thread, on_fatal=stop)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30)
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30
+        )
     )
     holder["server"] = server
-    log.info("listening on http://%s:%d (model loading; GET /ready turns 200 when it is ready)", settings.host, settings.port)
+    log.info(
+        "listening on http://%s:%d (model loading; GET /ready turns 200 when it is ready)", settings.host, settings.port
+    )
     server.run()
     return 1 if app.state.see.load_error else 0
 

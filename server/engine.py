@@ -152,7 +152,9 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
-            max_tokens=1, temperature=0.0, logprob_token_ids=list(self.digit_token_ids),
+            max_tokens=1,
+            temperature=0.0,
+            logprob_token_ids=list(self.digit_token_ids),
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None

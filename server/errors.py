@@ -95,7 +95,9 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}"
             return error_response(404, message, "not_found_error")
         if exc.status_code == 405:
-            return error_response(405, f"method {request.method} not allowed on {request.url.path}", "invalid_request_error")
+            return error_response(
+                405, f"method {request.method} not allowed on {request.url.path}", "invalid_request_error"
+            )
         error_type = "invalid_request_error" if exc.status_code < 500 else "internal_error"
         return error_response(exc.status_code, str(exc.detail), error_type)
 

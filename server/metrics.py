@@ -20,26 +20,42 @@ class ServiceMetrics:
         self.model_name = model_name
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "see_http_requests", "HTTP requests by route and status code",
-            ["route", "method", "status_code"], registry=self.registry,
+            "see_http_requests",
+            "HTTP requests by route and status code",
+            ["route", "method", "status_code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "see_http_request_duration_seconds", "HTTP request latency by route",
-            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "see_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.expected_score = Histogram(
-            "see_expected_score", "Expected self-score per attribute (0-9 scale)",
-            ["model_name", "attribute"], buckets=SCORE_BUCKETS, registry=self.registry,
+            "see_expected_score",
+            "Expected self-score per attribute (0-9 scale)",
+            ["model_name", "attribute"],
+            buckets=SCORE_BUCKETS,
+            registry=self.registry,
         )
         self.readouts = Counter(
-            "see_readouts", "Self-evaluation readouts by source (generated, forced, unavailable)",
-            ["model_name", "source"], registry=self.registry,
+            "see_readouts",
+            "Self-evaluation readouts by source (generated, forced, unavailable)",
+            ["model_name", "source"],
+            registry=self.registry,
         )
         self.completion_tokens = Counter(
-            "see_completion_tokens", "Answer tokens generated", ["model_name"], registry=self.registry,
+            "see_completion_tokens",
+            "Answer tokens generated",
+            ["model_name"],
+            registry=self.registry,
         )
         self.prompt_tokens = Counter(
-            "see_prompt_tokens", "Prompt tokens processed", ["model_name"], registry=self.registry,
+            "see_prompt_tokens",
+            "Prompt tokens processed",
+            ["model_name"],
+            registry=self.registry,
         )
 
     def observe_http(self, route: str, method: str, status_code: int, seconds: float) -> None:

@@ -49,7 +49,7 @@ def generated_readout(generation: Generation, digit_token_ids: tuple[int, ...]) 
     positions = [i for i, token in enumerate(generation.token_ids) if token in digit_of]
     if len(positions) < len(ATTRIBUTES):
         return parsed.answer, None, "the block's digits are not single digit tokens"
-    positions = positions[-len(ATTRIBUTES):]
+    positions = positions[-len(ATTRIBUTES) :]
     written = [digit_of[generation.token_ids[i]] for i in positions]
     if written != [parsed.scores[a] for a in ATTRIBUTES]:
         return parsed.answer, None, "the block's digit tokens do not line up with its text"

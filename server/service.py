@@ -51,7 +51,8 @@ class GenerationService:
             raise InvalidRequestError(
                 f"the prompt is {prompt_tokens} tokens; this model's context is {context} tokens, of which "
                 f"{self.readout_reserve} are kept for the self-evaluation. Shorten the conversation.",
-                param="messages", code="context_length_exceeded",
+                param="messages",
+                code="context_length_exceeded",
             )
         if requested is None:
             return min(self.settings.default_max_tokens, room)
@@ -59,7 +60,8 @@ class GenerationService:
             raise InvalidRequestError(
                 f"max_tokens={requested} does not fit: the prompt is {prompt_tokens} tokens and the context "
                 f"{context} ({self.readout_reserve} kept for the self-evaluation), so max_tokens can be at most {room}",
-                param="max_tokens", code="context_length_exceeded",
+                param="max_tokens",
+                code="context_length_exceeded",
             )
         return requested
 
@@ -80,7 +82,9 @@ class GenerationService:
         request_id = new_request_id()
         try:
             generation = await self.engine.generate(prompt_ids, spec, request_id)
-            readout = await read_self_evaluation(self.engine, prompt_ids, generation, request_id) if request.score else None
+            readout = (
+                await read_self_evaluation(self.engine, prompt_ids, generation, request_id) if request.score else None
+            )
         except Exception as exc:  # the engine is the one dependency that can fail in ways we cannot validate away
             log.exception("engine failure on %s", request_id)
             raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None

@@ -19,8 +19,12 @@ class Settings(BaseSettings):
 
     # what to serve
     model: Path | None = Field(None, description="Checkpoint directory with see_card.json; unset = the default model")
-    served_model_name: str | None = Field(None, description="Name reported in responses; default: the card's model_name")
-    cache_dir: Path | None = Field(None, description="Where the default model is provisioned; default ~/.cache/see-sidecar")
+    served_model_name: str | None = Field(
+        None, description="Name reported in responses; default: the card's model_name"
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where the default model is provisioned; default ~/.cache/see-sidecar"
+    )
 
     # HTTP
     host: str = "127.0.0.1"
@@ -34,7 +38,9 @@ class Settings(BaseSettings):
 
     # engine
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_model_len: int | None = Field(None, ge=64, description="Context length; default: the model's own, capped at 8192")
+    max_model_len: int | None = Field(
+        None, ge=64, description="Context length; default: the model's own, capped at 8192"
+    )
     dtype: str = Field("auto", description="auto = float32 on CPU, the checkpoint's dtype on GPU")
     enforce_eager: bool | None = Field(None, description="auto = eager on CPU (faster start, no gain from compile)")
     enable_prefix_caching: bool = True

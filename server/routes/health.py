@@ -14,7 +14,12 @@ router = APIRouter()
 async def health(request: Request):
     state = request.app.state.see
     if state.load_error:
-        return JSONResponse(status_code=503, content=error_body(f"the model failed to load: {state.load_error}", "service_unavailable", code="model_load_failed"))
+        return JSONResponse(
+            status_code=503,
+            content=error_body(
+                f"the model failed to load: {state.load_error}", "service_unavailable", code="model_load_failed"
+            ),
+        )
     return {"status": "ok"}
 
 

@@ -1,0 +1,279 @@
+"""Benchmark: the cost of the self-evaluation readout, and the sidecar against a stock vLLM server.
+
+(a) sidecar `/generate` with scoring on vs off, (b) sidecar with scoring off vs a stock vLLM OpenAI server
+(`python -m vllm.entrypoints.openai.api_server`) on the same model, engine settings and prompt token ids.
+Each at concurrency 1 and 8, greedy, `max_tokens` 128. The servers run one after the other on this machine,
+so the ratios come from one run; results go to bench/results/ as JSON and a Markdown table.
+
+    python bench/bench_generate.py [--requests 8] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from selfeval.models import prepare_default_model  # noqa: E402
+from selfeval.prompts import build_chat_messages  # noqa: E402
+
+PROMPTS = [
+    "Explain in detail how a refrigerator works.",
+    "Write a long story about a lighthouse keeper.",
+    "Describe the history of the Roman Empire in detail.",
+    "Explain step by step how to bake bread at home.",
+    "Write a detailed guide to learning the guitar.",
+    "Describe the water cycle in detail for a school report.",
+    "Explain how the internet works, in detail.",
+    "Write a long letter to a friend about a summer holiday.",
+]
+ENGINE_FLAGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096", "--enable-prefix-caching"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def start(command: list[str], env: dict, log_path: Path, ready_url: str, timeout: float = 600) -> subprocess.Popen:
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[2]} exited early; see {log_path}")
+        try:
+            if httpx.get(ready_url, timeout=5).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    process.kill()
+    raise RuntimeError(f"server not ready in {timeout} s; see {log_path}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def run_load(send, requests: int, concurrency: int) -> dict:
+    """Send `requests` requests with at most `concurrency` in flight; latency and token throughput."""
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    tokens: list[int] = []
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            started = time.perf_counter()
+            tokens.append(await send(PROMPTS[index % len(PROMPTS)]))
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(requests)))
+    wall = time.perf_counter() - started
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "p50_s": statistics.median(latencies),
+        "p95_s": percentile(latencies, 95),
+        "mean_completion_tokens": statistics.mean(tokens),
+        "throughput_tok_s": sum(tokens) / wall,
+        "wall_s": wall,
+    }
+
+
+def sidecar_sender(client: httpx.AsyncClient, max_tokens: int, score: bool):
+    async def send(prompt: str) -> int:
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "score": score}
+        response = await client.post("/generate", json=body)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
+
+    return send
+
+
+def stock_sender(client: httpx.AsyncClient, max_tokens: int, prompt_ids: dict[str, list[int]]):
+    async def send(prompt: str) -> int:
+        body = {
+            "model": "stock",
+            "prompt": prompt_ids[prompt],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stop": ["[/SELF_EVAL]"],
+            "include_stop_str_in_output": True,
+        }
+        response = await client.post("/v1/completions", json=body)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
+
+    return send
+
+
+async def measure(base_url: str, senders: dict, requests: int, concurrencies: list[int]) -> dict:
+    results: dict = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=900) as client:
+        for concurrency in concurrencies:
+            for name, make in senders.items():  # alternate configurations inside one server's lifetime
+                send = make(client)
+                await send(PROMPTS[0])  # warm this path
+                results[f"{name}@c{concurrency}"] = await run_load(send, requests, concurrency)
+                print(name, concurrency, json.dumps(results[f"{name}@c{concurrency}"]), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--port", type=int, default=18080)
+    args = parser.parse_args()
+
+    model_dir = prepare_default_model(report=print)
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    url = f"http://127.0.0.1:{args.port}"
+
+    sidecar = start(
+        [sys.executable, "-m", "server"],
+        {**env, "SEE_MODEL": str(model_dir), "SEE_PORT": str(args.port), "SEE_MAX_MODEL_LEN": "4096"},
+        out_dir / "sidecar.log.tmp",
+        f"{url}/ready",
+    )
+    try:
+        sidecar_results = asyncio.run(
+            measure(
+                url,
+                {
+                    "sidecar_scoring_on": lambda c: sidecar_sender(c, args.max_tokens, True),
+                    "sidecar_scoring_off": lambda c: sidecar_sender(c, args.max_tokens, False),
+                },
+                args.requests,
+                args.concurrency,
+            )
+        )
+    finally:
+        stop(sidecar)
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    prompt_ids = {
+        p: tokenizer.encode(
+            tokenizer.apply_chat_template(
+                build_chat_messages([{"role": "user", "content": p}]), tokenize=False, add_generation_prompt=True
+            ),
+            add_special_tokens=False,
+        )
+        for p in PROMPTS
+    }
+    stock = start(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            "--served-model-name",
+            "stock",
+            "--port",
+            str(args.port),
+            *ENGINE_FLAGS,
+        ],
+        env,
+        out_dir / "stock.log.tmp",
+        f"{url}/health",
+    )
+    try:
+        stock_results = asyncio.run(
+            measure(
+                url,
+                {
+                    "stock_vllm": lambda c: stock_sender(c, args.max_tokens, prompt_ids),
+                },
+                args.requests,
+                args.concurrency,
+            )
+        )
+    finally:
+        stop(stock)
+
+    results = {**sidecar_results, **stock_results}
+    ratios = {}
+    for c in args.concurrency:
+        on, off, base = (results[f"{n}@c{c}"] for n in ("sidecar_scoring_on", "sidecar_scoring_off", "stock_vllm"))
+        ratios[f"c{c}"] = {
+            "scoring_p50_latency_overhead": on["p50_s"] / off["p50_s"] - 1,
+            "scoring_p95_latency_overhead": on["p95_s"] / off["p95_s"] - 1,
+            "scoring_throughput_ratio": on["throughput_tok_s"] / off["throughput_tok_s"],
+            "sidecar_off_vs_stock_throughput_ratio": off["throughput_tok_s"] / base["throughput_tok_s"],
+            "sidecar_on_vs_stock_throughput_ratio": on["throughput_tok_s"] / base["throughput_tok_s"],
+        }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "benchmark": "generate",
+        "when": stamp,
+        "machine": f"{platform.machine()} {cores} cores",
+        "model": str(model_dir.name),
+        "max_tokens": args.max_tokens,
+        "requests_per_config": args.requests,
+        "results": results,
+        "ratios": ratios,
+        "goals": {"scoring_p50_latency_overhead": "<= 0.10", "sidecar_off_vs_stock_throughput_ratio": ">= 0.95"},
+    }
+    (out_dir / f"generate-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = [
+        f"# /generate benchmark ({stamp}, {record['machine']}, {record['model']}, max_tokens {args.max_tokens})",
+        "",
+        "| config | concurrency | p50 s | p95 s | mean tokens | tok/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, r in results.items():
+        name = key.split("@")[0]
+        lines.append(
+            f"| {name} | {r['concurrency']} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | "
+            f"{r['mean_completion_tokens']:.0f} | {r['throughput_tok_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "| concurrency | scoring p50 overhead | scoring p95 overhead | sidecar(off)/stock tok/s | "
+        "sidecar(on)/stock tok/s |",
+        "|---|---|---|---|---|",
+    ]
+    for c, r in ratios.items():
+        lines.append(
+            f"| {c[1:]} | {r['scoring_p50_latency_overhead']:+.1%} | {r['scoring_p95_latency_overhead']:+.1%} | "
+            f"{r['sidecar_off_vs_stock_throughput_ratio']:.3f} | {r['sidecar_on_vs_stock_throughput_ratio']:.3f} |"
+        )
+    (out_dir / "generate-latest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

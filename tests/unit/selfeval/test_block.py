@@ -1,0 +1,130 @@
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from selfeval.block import (
+    BlockParseError,
+    answer_before_block,
+    block_suffix,
+    forced_segments,
+    parse_output,
+    partial_tag_suffix_length,
+    render_block,
+    render_output,
+)
+from selfeval.rubric import ATTRIBUTES
+
+SCORES = {"helpfulness": 8, "correctness": 7, "coherence": 9, "complexity": 2, "verbosity": 0}
+CANONICAL = (
+    'Paris.\n\n[SELF_EVAL]\n{"helpfulness": 8, "correctness": 7, "coherence": 9, "complexity": 2, "verbosity": 0}'
+    "\n[/SELF_EVAL]"
+)
+
+
+def test_canonical_rendering_is_byte_exact():
+    assert render_output("Paris.", SCORES) == CANONICAL
+
+
+def test_render_refuses_invalid_scores():
+    with pytest.raises(ValueError):
+        render_block({**SCORES, "verbosity": 10})
+
+
+def test_parse_returns_answer_scores_and_digit_spans():
+    parsed = parse_output(CANONICAL)
+    assert parsed.answer == "Paris."
+    assert parsed.scores == SCORES
+    for attribute, (start, end) in parsed.digit_spans.items():
+        assert end == start + 1
+        assert CANONICAL[start] == str(SCORES[attribute])
+        assert CANONICAL[:start].endswith(f'"{attribute}": ')
+
+
+def test_parse_accepts_free_whitespace_and_case_insensitive_tags():
+    body = '{"helpfulness":8,"correctness":7,"coherence":9,"complexity":2,"verbosity":0}'
+    text = f"  Paris.  [self_eval]{body}  [/Self_Eval]\n"
+    parsed = parse_output(text)
+    assert parsed.answer == "Paris."
+    assert parsed.scores == SCORES
+    assert text[parsed.digit_spans["coherence"][0]] == "9"
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("Paris.", "tag_count"),
+        (CANONICAL + CANONICAL, "tag_count"),
+        (CANONICAL + " trailing", "layout"),
+        ('Paris. [SELF_EVAL] {"a": {"b": 1}} [/SELF_EVAL]', "layout"),
+        (CANONICAL.replace("Paris.", "  "), "empty_answer"),
+        (CANONICAL.replace('"verbosity": 0}', '"verbosity": 0,}'), "json"),
+        (CANONICAL.replace('"complexity": 2, "verbosity": 0', '"verbosity": 0, "complexity": 2'), "keys"),
+        (CANONICAL.replace(', "verbosity": 0', ""), "keys"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": 0, "extra": 1'), "keys"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": 10'), "values"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": 8.0'), "values"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": "8"'), "values"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": true'), "values"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": -0'), "values"),
+        (CANONICAL.replace('"verbosity": 0', '"verbosity": -1'), "values"),
+    ],
+)
+def test_parse_names_the_rule_that_failed(text, rule):
+    with pytest.raises(BlockParseError) as caught:
+        parse_output(text)
+    assert caught.value.rule == rule
+
+
+@given(st.text())
+def test_parser_raises_only_its_typed_error_on_arbitrary_text(text):
+    # hypothesis reports any other exception as a failure
+    with contextlib.suppress(BlockParseError):
+        parse_output(text)
+
+
+@given(
+    st.text(min_size=1).filter(
+        lambda s: s.strip() and "[self_eval]" not in s.lower() and "[/self_eval]" not in s.lower()
+    ),
+    st.lists(st.integers(0, 9), min_size=5, max_size=5),
+)
+def test_render_then_parse_round_trips(answer, values):
+    scores = dict(zip(ATTRIBUTES, values, strict=True))
+    text = render_output(answer, scores)
+    parsed = parse_output(text)
+    assert parsed.answer == answer.strip()
+    assert parsed.scores == scores
+    assert [text[start:end] for start, end in parsed.digit_spans.values()] == [str(v) for v in values]
+
+
+def test_forced_segments_rebuild_the_canonical_block():
+    segments = forced_segments()
+    digits = [str(SCORES[a]) for a in ATTRIBUTES]
+    rebuilt = "Paris." + "".join(seg + digit for seg, digit in zip(segments, digits, strict=True)) + block_suffix()
+    assert rebuilt == CANONICAL
+    assert json.loads(rebuilt.split("\n")[3]) == SCORES
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (CANONICAL, "Paris."),
+        ('Paris.\n\n[SELF_EVAL]\n{"helpf', "Paris."),
+        ("Paris. [SELF_E", "Paris."),
+        ("Paris. [", "Paris."),
+        ("Paris.", "Paris."),
+        ("  ", ""),
+    ],
+)
+def test_answer_before_block_strips_full_and_cut_off_blocks(text, answer):
+    assert answer_before_block(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("text", "held"), [("abc", 0), ("abc [", 1), ("abc [SELF_EV", 8), ("abc [self", 5), ("[SELF_EVAL]", 0), ("x]", 0)]
+)
+def test_partial_tag_suffix_length(text, held):
+    assert partial_tag_suffix_length(text) == held
