@@ -30,6 +30,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    seen_alive_while_loading: bool = False  # /health 200 while /ready was still 503
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -60,6 +61,8 @@ def server(model_dir, tmp_path_factory) -> RunningServer:
             try:
                 if httpx.get(f"{running.url}/ready", timeout=5).status_code == 200:
                     break
+                if httpx.get(f"{running.url}/health", timeout=5).status_code == 200:
+                    running.seen_alive_while_loading = True
             except httpx.HTTPError:
                 pass
             time.sleep(1)

@@ -139,6 +139,10 @@ def test_unknown_routes_and_methods_get_openai_errors(client):
     assert client.get("/generate").status_code == 405
 
 
+def test_health_answers_while_the_engine_loads_and_ready_waits_for_it(server):
+    assert server.seen_alive_while_loading
+
+
 def test_health_and_ready(client):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json()["status"] == "ready"
