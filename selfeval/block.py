@@ -142,3 +142,33 @@ def partial_tag_suffix_length(text: str) -> int:
         if OPEN_TAG.startswith(upper_tail[-length:]):
             return length
     return 0
+
+
+class AnswerStream:
+    """Turns growing model text into answer deltas that never include the block.
+
+    Everything emitted is a prefix of `answer_before_block(text)` of the text so far, which only grows as text
+    is added: leading and trailing whitespace and a suffix that could still become `[SELF_EVAL]` are held
+    back, and nothing is emitted once the tag appears. So the concatenated deltas equal the final answer.
+    """
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._emitted = ""
+        self.closed = False
+
+    def feed(self, delta: str) -> str:
+        if self.closed:
+            return ""
+        self._text += delta
+        answer = answer_before_block(self._text)
+        if _OPEN_RE.search(self._text):
+            self.closed = True
+        if not answer.startswith(self._emitted):  # cannot happen for append-only text; never emit a contradiction
+            return ""
+        out, self._emitted = answer[len(self._emitted) :], answer
+        return out
+
+    @property
+    def answer(self) -> str:
+        return self._emitted

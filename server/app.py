@@ -22,7 +22,7 @@ from selfeval.card import ModelCard
 from server.engine import Engine
 from server.errors import NotReadyError, install_error_handlers
 from server.metrics import ServiceMetrics
-from server.routes import generate, health
+from server.routes import generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings
 
@@ -42,6 +42,7 @@ class AppState:
     service: GenerationService | None = None
     load_error: str | None = None
     started_at: float = field(default_factory=time.monotonic)
+    created_at: float = field(default_factory=time.time)
 
     def require_service(self) -> GenerationService:
         if self.service is not None:
@@ -100,11 +101,18 @@ def build_app(
     @app.middleware("http")
     async def record_request(request: Request, call_next):
         started = time.monotonic()
-        response = await call_next(request)
+        gauge = state.metrics.in_flight.labels(model_name)
+        gauge.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            gauge.dec()
         route = getattr(request.scope.get("route"), "path", "unmatched")
         state.metrics.observe_http(route, request.method, response.status_code, time.monotonic() - started)
         return response
 
     app.include_router(health.router)
     app.include_router(generate.router)
+    app.include_router(openai.router)
+    app.include_router(score.router)
     return app

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +42,16 @@ class Generation:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class StreamDelta:
+    text: str
+    generation: Generation | None = None  # set on the last delta only
+
+
+def _text_with_tag(text: str, stop_reason: object) -> str:
+    return text + CLOSE_TAG if stop_reason == CLOSE_TAG else text
+
+
 class Engine(Protocol):
     model_dir: Path
     max_model_len: int
@@ -50,6 +60,7 @@ class Engine(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
+    def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]: ...
     async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]: ...
     def shutdown(self) -> None: ...
 
@@ -110,42 +121,70 @@ class VllmEngine:
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation:
+    def _params(self, spec: SamplingSpec, output_kind: str):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
+        # Stop strings are left out of the text by vLLM (which also holds back their prefixes while
+        # streaming); the closing tag is put back by `_text_with_tag` so the block can be parsed.
+        return SamplingParams(
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             top_p=spec.top_p,
             seed=spec.seed,
             stop=[*spec.stop, CLOSE_TAG],
-            include_stop_str_in_output=True,
             logprob_token_ids=list(self.digit_token_ids) if spec.read_digits else None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            output_kind=getattr(RequestOutputKind, output_kind),
         )
+
+    def _digit_logprobs(self, positions) -> list[dict[int, float]]:
+        wanted = set(self.digit_token_ids)
+        return [
+            {token: entry.logprob for token, entry in position.items() if token in wanted} for position in positions
+        ]
+
+    async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation:
         final = None
+        params = self._params(spec, "FINAL_ONLY")
         async for output in self._llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=request_id):
             final = output
         completion = final.outputs[0]
-        text, token_ids = completion.text, list(completion.token_ids)
-        # A user stop string is kept by include_stop_str_in_output (needed for our closing tag): drop it again.
-        if isinstance(completion.stop_reason, str) and completion.stop_reason != CLOSE_TAG:
-            text = text[: len(text) - len(completion.stop_reason)] if text.endswith(completion.stop_reason) else text
-        digit_logprobs = None
-        if spec.read_digits and completion.logprobs is not None:
-            wanted = set(self.digit_token_ids)
-            digit_logprobs = [
-                {token: entry.logprob for token, entry in position.items() if token in wanted}
-                for position in completion.logprobs
-            ]
         return Generation(
-            token_ids=token_ids,
-            text=text,
+            token_ids=list(completion.token_ids),
+            text=_text_with_tag(completion.text, completion.stop_reason),
             finish_reason=completion.finish_reason,
-            digit_logprobs=digit_logprobs,
+            digit_logprobs=self._digit_logprobs(completion.logprobs)
+            if spec.read_digits and completion.logprobs
+            else None,
             cached_prompt_tokens=int(final.num_cached_tokens or 0),
         )
+
+    async def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]:
+        """Yield text deltas as they are generated; the last delta has `finished` and the whole Generation."""
+        params = self._params(spec, "DELTA")
+        token_ids: list[int] = []
+        text = ""
+        digit_logprobs: list[dict[int, float]] = []
+        async for output in self._llm.generate({"prompt_token_ids": prompt_ids}, params, request_id=request_id):
+            completion = output.outputs[0]
+            token_ids.extend(completion.token_ids)
+            text += completion.text
+            if spec.read_digits and completion.logprobs:
+                digit_logprobs.extend(self._digit_logprobs(completion.logprobs))
+            if completion.finish_reason is None:
+                yield StreamDelta(text=completion.text)
+                continue
+            full = _text_with_tag(text, completion.stop_reason)
+            yield StreamDelta(
+                text=full[len(text) - len(completion.text) :],
+                generation=Generation(
+                    token_ids=token_ids,
+                    text=full,
+                    finish_reason=completion.finish_reason,
+                    digit_logprobs=digit_logprobs if spec.read_digits else None,
+                    cached_prompt_tokens=int(output.num_cached_tokens or 0),
+                ),
+            )
 
     async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]:
         from vllm import SamplingParams

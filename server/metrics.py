@@ -7,7 +7,7 @@ each bucket collects the scores that round to one value of the 0-9 scale.
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from selfeval.readout import ScoreDistribution
 
@@ -45,6 +45,39 @@ class ServiceMetrics:
             ["model_name", "source"],
             registry=self.registry,
         )
+        self.entropy = Histogram(
+            "see_score_entropy_nats",
+            "Entropy of each attribute's score distribution (ln 10 = uniform)",
+            ["model_name", "attribute"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.31),
+            registry=self.registry,
+        )
+        self.label_mass = Histogram(
+            "see_score_label_mass",
+            "Probability the model put on digits at each score position",
+            ["model_name", "attribute"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0),
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "see_decisions",
+            "Policy decisions (accept, review, escalate)",
+            ["model_name", "action"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "see_time_to_first_token_seconds",
+            "Streaming: time from request to the first generated text",
+            ["model_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "see_requests_in_flight",
+            "Requests currently being served (generation or readout)",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.completion_tokens = Counter(
             "see_completion_tokens",
             "Answer tokens generated",
@@ -66,6 +99,8 @@ class ServiceMetrics:
         self.readouts.labels(self.model_name, source).inc()
         for attribute, distribution in (distributions or {}).items():
             self.expected_score.labels(self.model_name, attribute).observe(distribution.expected)
+            self.entropy.labels(self.model_name, attribute).observe(distribution.entropy)
+            self.label_mass.labels(self.model_name, attribute).observe(distribution.label_mass)
 
     def observe_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens.labels(self.model_name).inc(prompt_tokens)

@@ -33,6 +33,9 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, description="Sampling seed for reproducible answers")
     stop: StrictStr | list[StrictStr] | None = Field(None, description="Up to 8 stop strings (not returned)")
     score: bool = Field(True, description="false skips the self-evaluation readout (benchmarks, warm-ups)")
+    decision_thresholds: dict[str, float | int | str] | None = Field(
+        None, description="Per-request overrides of the decision policy thresholds"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:
@@ -86,4 +89,5 @@ class GenerateResponse(BaseModel):
     answer: str = Field(description="The answer, never containing the [SELF_EVAL] block")
     finish_reason: str | None
     self_evaluation: SelfEvaluation | None
+    decision: dict | None = Field(None, description="accept / review / escalate with reasons (null when score=false)")
     usage: Usage

@@ -1,23 +1,29 @@
 """The generation service: conversation -> prompt -> engine -> answer + self-evaluation.
 
 Owns the request-level rules that need the model: the prompt mode from the card, the context budget
-(prompt + answer + room for a forced readout must fit), the sampling defaults, and recording metrics.
-Routes call it; it never sees HTTP.
+(prompt + answer + room for a forced readout must fit), the sampling defaults, streaming without the block,
+the decision policy, and recording metrics. Routes call it; it never sees HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 
-from selfeval.block import answer_before_block, render_output
+from pydantic import ValidationError
+
+from selfeval.block import AnswerStream, answer_before_block, render_output
 from selfeval.card import ModelCard
 from selfeval.prompts import PromptError, build_chat_messages, build_see_base_prompt, validate_messages
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
-from server.engine import Engine, SamplingSpec, new_request_id
-from server.errors import EngineError, InvalidRequestError
+from server.engine import Engine, Generation, SamplingSpec, new_request_id
+from server.errors import EngineError, InvalidRequestError, describe_validation_errors
 from server.metrics import ServiceMetrics
+from server.policy import Decision, PolicyThresholds, decide
 from server.protocol import AttributeScore, GenerateRequest, GenerateResponse, SelfEvaluation, Usage
-from server.scoring import Readout, read_self_evaluation
+from server.scoring import Readout, forced_readout, read_self_evaluation
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,40 +71,137 @@ class GenerationService:
             )
         return requested
 
-    async def generate(self, request: GenerateRequest, *, record_metrics: bool = True) -> GenerateResponse:
+    def prepare(
+        self,
+        messages: object,
+        *,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        seed: int | None,
+        stop: list[str],
+        read_digits: bool = True,
+    ) -> tuple[list[int], SamplingSpec]:
+        """Validate a conversation and build its prompt ids and sampling spec (raises InvalidRequestError)."""
         try:
-            conversation = validate_messages(request.conversation())
+            conversation = validate_messages(messages)
         except PromptError as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
         prompt_ids = self.prompt_ids(conversation)
         spec = SamplingSpec(
-            max_tokens=self.answer_budget(len(prompt_ids), request.max_tokens),
-            temperature=self.settings.default_temperature if request.temperature is None else request.temperature,
-            top_p=self.settings.default_top_p if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=tuple(request.stop_list()),
-            read_digits=request.score,
+            max_tokens=self.answer_budget(len(prompt_ids), max_tokens),
+            temperature=self.settings.default_temperature if temperature is None else temperature,
+            top_p=self.settings.default_top_p if top_p is None else top_p,
+            seed=seed,
+            stop=tuple(stop),
+            read_digits=read_digits,
         )
-        request_id = new_request_id()
+        return prompt_ids, spec
+
+    async def complete(
+        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str, *, record_metrics: bool = True
+    ) -> tuple[Generation, Readout | None]:
+        """Generate one answer and read its self-evaluation (when `spec.read_digits`)."""
         try:
             generation = await self.engine.generate(prompt_ids, spec, request_id)
-            readout = (
-                await read_self_evaluation(self.engine, prompt_ids, generation, request_id) if request.score else None
-            )
+            readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # the engine is the one dependency that can fail in ways we cannot validate away
             log.exception("engine failure on %s", request_id)
             raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None
         if record_metrics:
-            self.metrics.observe_tokens(len(prompt_ids), len(generation.token_ids))
-            if readout is not None:
-                self.metrics.observe_readout(readout.source, readout.distributions)
+            self._record(len(prompt_ids), generation, readout)
+        return generation, readout
+
+    async def stream(
+        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str
+    ) -> AsyncIterator[str | tuple[Generation, Readout | None]]:
+        """Yield answer text deltas (never the block), then one (generation, readout) tuple."""
+        answer_stream = AnswerStream()
+        started = time.monotonic()
+        first = True
+        try:
+            async for delta in self.engine.stream(prompt_ids, spec, request_id):
+                if first:
+                    self.metrics.time_to_first_token.labels(self.model_name).observe(time.monotonic() - started)
+                    first = False
+                if piece := answer_stream.feed(delta.text):
+                    yield piece
+                if delta.generation is not None:
+                    generation = delta.generation
+            readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("engine failure on %s", request_id)
+            raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None
+        self._record(len(prompt_ids), generation, readout)
+        yield generation, readout
+
+    async def score(self, messages: object, response: str, request_id: str) -> tuple[list[int], Readout]:
+        """Teacher-forced readout of any model's `response` to the conversation."""
+        prompt_ids, _ = self.prepare(messages, max_tokens=None, temperature=None, top_p=None, seed=None, stop=[])
+        answer = answer_before_block(response)
+        if not answer:
+            raise InvalidRequestError("response is empty; give the answer text to score", param="response")
+        distributions, failure, readout_tokens = await forced_readout(self.engine, prompt_ids, answer, request_id)
+        if distributions is None:
+            raise InvalidRequestError(
+                f"cannot score this response: {failure}", param="response", code="context_length_exceeded"
+            )
+        readout = Readout(
+            answer,
+            "forced",
+            distributions,
+            reason="teacher-forced on the given response",
+            readout_tokens=readout_tokens,
+        )
+        self.metrics.observe_readout(readout.source, readout.distributions)
+        return prompt_ids, readout
+
+    def thresholds(self, overrides: dict | None) -> PolicyThresholds:
+        """Settings' thresholds with per-request overrides applied; a bad override is a 400."""
+        try:
+            return self.settings.policy.merged(overrides)
+        except ValidationError as exc:
+            message, param = describe_validation_errors(list(exc.errors()))
+            raise InvalidRequestError(f"decision_thresholds: {message}", param=f"decision_thresholds.{param}") from None
+
+    def decide(self, readout: Readout | None, overrides: dict | None) -> Decision:
+        decision = decide(readout.distributions if readout else None, self.thresholds(overrides))
+        self.metrics.decisions.labels(self.model_name, decision.action).inc()
+        return decision
+
+    async def _read(self, prompt_ids: list[int], generation: Generation, request_id: str) -> Readout:
+        return await read_self_evaluation(self.engine, prompt_ids, generation, request_id)
+
+    def _record(self, prompt_tokens: int, generation: Generation, readout: Readout | None) -> None:
+        self.metrics.observe_tokens(prompt_tokens, len(generation.token_ids))
+        if readout is not None:
+            self.metrics.observe_readout(readout.source, readout.distributions)
+
+    async def generate(self, request: GenerateRequest, *, record_metrics: bool = True) -> GenerateResponse:
+        prompt_ids, spec = self.prepare(
+            request.conversation(),
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_list(),
+            read_digits=request.score,
+        )
+        request_id = new_request_id()
+        generation, readout = await self.complete(prompt_ids, spec, request_id, record_metrics=record_metrics)
         answer = readout.answer if readout is not None else answer_before_block(generation.text)
+        decision = self.decide(readout, request.decision_thresholds) if request.score else None
         return GenerateResponse(
             id=request_id,
             model=self.model_name,
             answer=answer,
             finish_reason=generation.finish_reason,
             self_evaluation=to_wire(readout) if readout is not None else None,
+            decision=decision.to_dict() if decision is not None else None,
             usage=Usage(
                 prompt_tokens=len(prompt_ids),
                 completion_tokens=len(generation.token_ids),

@@ -13,9 +13,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.policy import PolicyThresholds
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEE_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SEE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
 
     # what to serve
     model: Path | None = Field(None, description="Checkpoint directory with see_card.json; unset = the default model")
@@ -48,6 +52,9 @@ class Settings(BaseSettings):
     cpu_threads_bind: str = Field("auto", description="CPU only: OpenMP core binding, e.g. 0-1; auto = all cores")
     tensor_parallel_size: int = Field(1, ge=1, description="GPU only")
     gpu_memory_utilization: float = Field(0.90, gt=0.0, le=1.0, description="GPU only")
+    policy: PolicyThresholds = Field(
+        default_factory=PolicyThresholds, description="Decision thresholds, e.g. SEE_POLICY__REVIEW_BELOW_QUALITY=0.6"
+    )
     warmup: bool = Field(True, description="Run one request before reporting ready, so the first user is not slow")
 
     @model_validator(mode="after")

@@ -128,3 +128,26 @@ def test_answer_before_block_strips_full_and_cut_off_blocks(text, answer):
 )
 def test_partial_tag_suffix_length(text, held):
     assert partial_tag_suffix_length(text) == held
+
+
+@given(st.text(max_size=60), st.lists(st.integers(1, 7), max_size=20))
+def test_streamed_deltas_concatenate_to_the_non_streamed_answer(tail, cuts):
+    from selfeval.block import AnswerStream
+
+    text = "  Hello there, [world]  \n" + tail + render_output(" final bit ", SCORES) + tail
+    stream, pieces, position = AnswerStream(), [], 0
+    for size in cuts + [len(text)]:
+        pieces.append(stream.feed(text[position : position + size]))
+        position += size
+    assert "".join(pieces) == answer_before_block(text)
+    assert "[SELF_EVAL" not in "".join(pieces).upper()
+
+
+def test_stream_holds_back_a_possible_tag_and_releases_it_when_it_is_not_one():
+    from selfeval.block import AnswerStream
+
+    stream = AnswerStream()
+    assert stream.feed("Use [SEL") == "Use"
+    assert stream.feed("F] here") == " [SELF] here"
+    assert stream.feed("\n\n[SELF_EVAL]\n{") == ""
+    assert stream.closed and stream.answer == "Use [SELF] here"

@@ -1,0 +1,177 @@
+"""OpenAI-compatible `POST /v1/chat/completions` (plain and SSE streaming) and `GET /v1/models`.
+
+Streaming sends OpenAI chunks; the block text is never streamed. After a choice's last content chunk comes
+one chunk with its `finish_reason`, `self_evaluation` and `decision`, then `data: [DONE]`. A client that
+disconnects cancels the stream, and with it the engine request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from server.engine import new_request_id
+from server.errors import NotFoundError, ServiceError, error_body
+from server.openai_protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionUsage,
+    ModelInfo,
+    ModelList,
+)
+from server.service import GenerationService, to_wire
+
+router = APIRouter(prefix="/v1")
+
+
+def check_model(requested: str | None, served: str) -> None:
+    if requested is not None and requested != served:
+        raise NotFoundError(
+            f"model {requested!r} not found; this server serves {served!r}", param="model", code="model_not_found"
+        )
+
+
+def seed_for(request: ChatCompletionRequest, index: int) -> int | None:
+    return None if request.seed is None else request.seed + index
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    state = request.app.state.see
+    return ModelList(data=[ModelInfo(id=state.model_name, created=int(state.created_at))])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    summary="OpenAI chat completions; each choice carries self_evaluation and decision",
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    service: GenerationService = request.app.state.see.require_service()
+    check_model(body.model, service.model_name)
+    prepared = [
+        service.prepare(
+            [m.model_dump() for m in body.messages],
+            max_tokens=body.budget(),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=seed_for(body, i),
+            stop=body.stop_list(),
+        )
+        for i in range(body.n)
+    ]
+    service.thresholds(body.decision_thresholds)  # validate overrides before any work
+    request_id = new_request_id("chatcmpl")
+    if body.stream:
+        return StreamingResponse(stream_chat(service, body, prepared, request_id), media_type="text/event-stream")
+    results = await asyncio.gather(
+        *(service.complete(ids, spec, f"{request_id}-{i}") for i, (ids, spec) in enumerate(prepared))
+    )
+    choices = []
+    for index, (generation, readout) in enumerate(results):
+        decision = service.decide(readout, body.decision_thresholds)
+        choices.append(
+            ChatChoice(
+                index=index,
+                message=AssistantMessage(content=readout.answer),
+                finish_reason=generation.finish_reason,
+                self_evaluation=to_wire(readout),
+                decision=decision.to_dict(),
+            )
+        )
+    prompt_tokens = len(prepared[0][0])
+    completion_tokens = sum(len(generation.token_ids) for generation, _ in results)
+    return ChatCompletion(
+        id=request_id,
+        model=service.model_name,
+        choices=choices,
+        usage=CompletionUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+    )
+
+
+def sse(payload: dict | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+async def stream_chat(
+    service: GenerationService, body: ChatCompletionRequest, prepared, request_id: str
+) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        payload = {
+            "id": request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": service.model_name,
+            "choices": choices,
+        }
+        if usage is not None:
+            payload["usage"] = usage
+        return sse(payload)
+
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    completion_tokens = [0] * len(prepared)
+
+    async def run_choice(index: int, prompt_ids, spec) -> None:
+        await queue.put(chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+        async for item in service.stream(prompt_ids, spec, f"{request_id}-{index}"):
+            if isinstance(item, str):
+                await queue.put(chunk([{"index": index, "delta": {"content": item}, "finish_reason": None}]))
+                continue
+            generation, readout = item
+            completion_tokens[index] = len(generation.token_ids)
+            decision = service.decide(readout, body.decision_thresholds)
+            await queue.put(
+                chunk(
+                    [
+                        {
+                            "index": index,
+                            "delta": {},
+                            "finish_reason": generation.finish_reason,
+                            "self_evaluation": to_wire(readout).model_dump(),
+                            "decision": decision.to_dict(),
+                        }
+                    ]
+                )
+            )
+
+    async def run_all() -> None:
+        try:
+            await asyncio.gather(*(run_choice(i, ids, spec) for i, (ids, spec) in enumerate(prepared)))
+            if body.stream_options and body.stream_options.include_usage:
+                prompt_tokens = len(prepared[0][0])
+                total = sum(completion_tokens)
+                await queue.put(
+                    chunk(
+                        [],
+                        {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": total,
+                            "total_tokens": prompt_tokens + total,
+                        },
+                    )
+                )
+        except ServiceError as exc:
+            await queue.put(sse(error_body(exc.message, exc.error_type, exc.param, exc.code)))
+        finally:
+            await queue.put(None)
+
+    producer = asyncio.create_task(run_all())
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
+        yield sse("[DONE]")
+    finally:
+        producer.cancel()  # client went away (or we finished): stop generating

@@ -1,0 +1,200 @@
+"""The OpenAI-compatible API, /v1/score and the decision policy on the real engine, via the official client."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from selfeval.rubric import ATTRIBUTES
+
+pytestmark = pytest.mark.integration
+
+MODEL = "SmolLM2-135M-Instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def oai(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def check_extension(choice: dict) -> None:
+    evaluation, decision = choice["self_evaluation"], choice["decision"]
+    assert evaluation["source"] in ("generated", "forced")
+    assert list(evaluation["scores"]) == list(ATTRIBUTES)
+    for score in evaluation["scores"].values():
+        assert math.isclose(sum(score["probs"]), 1.0, abs_tol=1e-6)
+    assert decision["action"] in ("accept", "review", "escalate") and decision["reasons"]
+
+
+def test_official_client_sees_content_and_the_extension(oai):
+    completion = oai.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=32, temperature=0)
+    choice = completion.choices[0]
+    assert "Paris" in choice.message.content and "[SELF_EVAL]" not in choice.message.content
+    check_extension(choice.model_dump())
+    assert completion.usage.completion_tokens > 0
+
+
+def test_every_choice_is_scored_when_n_is_above_one(oai):
+    completion = oai.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_completion_tokens=16, temperature=0.9, n=3, seed=7
+    )
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    for choice in completion.choices:
+        check_extension(choice.model_dump())
+
+
+def test_streamed_content_equals_non_streamed_content_at_temperature_zero(oai):
+    request = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give two tips for sleeping well."}],
+        max_tokens=48,
+        temperature=0,
+    )
+    plain = oai.chat.completions.create(**request).choices[0]
+    chunks = list(oai.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == plain.message.content
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1].choices[0].model_dump()
+    check_extension(final)
+    assert final["self_evaluation"]["scores"]["helpfulness"]["probs"] == pytest.approx(
+        plain.model_dump()["self_evaluation"]["scores"]["helpfulness"]["probs"], abs=1e-5
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_async_client_works_unchanged(server):
+    async def run() -> list:
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+        jobs = [
+            client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, temperature=0)
+            for _ in range(3)
+        ]
+        return await asyncio.gather(*jobs)
+
+    for completion in asyncio.run(run()):
+        check_extension(completion.choices[0].model_dump())
+
+
+def test_stream_never_contains_the_block_even_when_the_model_writes_one(client):
+    from tests.integration.test_generate import IN_CONTEXT
+
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": IN_CONTEXT,
+            "max_tokens": 80,
+            "temperature": 0,
+            "stream": True,
+        },
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert "SELF_EVAL" not in "".join(line for line in lines if '"content"' in line)
+    assert '"source": "generated"' in lines[-2]
+
+
+def test_unknown_model_is_a_404(oai):
+    with pytest.raises(openai.NotFoundError) as caught:
+        oai.chat.completions.create(model="gpt-nope", messages=QUESTION, max_tokens=4)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_validation_errors_are_400_through_the_client(oai):
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model=MODEL, messages=[], max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model=MODEL, messages=QUESTION, n=9)
+
+
+def test_models_lists_the_served_model(oai):
+    assert [m.id for m in oai.models.list()] == [MODEL]
+
+
+def test_score_distinguishes_a_good_and_a_garbage_response(client):
+    def scores(response: str) -> dict:
+        body = client.post("/v1/score", json={"messages": QUESTION, "response": response})
+        assert body.status_code == 200, body.text
+        result = body.json()
+        assert result["self_evaluation"]["source"] == "forced" and result["decision"]["action"]
+        return {a: s["probs"] for a, s in result["self_evaluation"]["scores"].items()}
+
+    good, garbage = scores("The capital of France is Paris."), scores("zxq blorp ;;;; 7 7 banana keyboard")
+    distance = max(abs(p - q) for a in ATTRIBUTES for p, q in zip(good[a], garbage[a], strict=True))
+    assert distance > 0.01
+    again = scores("The capital of France is Paris.")  # the same text always gets the same readout
+    for attribute in ATTRIBUTES:
+        assert again[attribute] == pytest.approx(good[attribute], abs=1e-5)
+
+
+def test_score_refuses_an_empty_response(client):
+    response = client.post("/v1/score", json={"messages": QUESTION, "response": "   "})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "response"
+
+
+def test_decision_thresholds_can_be_overridden_per_request(client):
+    strict = {
+        "escalate_below_quality": 0.0,
+        "review_below_quality": 1.0,
+        "review_low_score_prob": 1.0,
+        "escalate_low_score_prob": 1.0,
+        "review_above_entropy": 10.0,
+        "review_below_label_mass": 0.0,
+    }
+    lenient = {**strict, "review_below_quality": 0.0}
+    request = {"messages": QUESTION, "response": "Paris."}
+
+    def action(thresholds: dict) -> str:
+        body = client.post("/v1/score", json={**request, "decision_thresholds": thresholds}).json()
+        return body["decision"]["action"]
+
+    assert action(strict) == "review"
+    assert action(lenient) == "accept"
+    bad = client.post("/v1/score", json={**request, "decision_thresholds": {"nope": 1}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"].startswith("decision_thresholds")
+
+
+def test_metrics_move_with_decisions_entropy_and_label_mass(client):
+    def snapshot() -> dict:
+        families = text_string_to_metric_families(client.get("/metrics").text)
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+    before = snapshot()
+    client.post("/v1/score", json={"messages": QUESTION, "response": "Paris."})
+    after = snapshot()
+    moved = {name for (name, _), value in after.items() if value != before.get((name, _), 0)}
+    for name in (
+        "see_decisions_total",
+        "see_score_entropy_nats_count",
+        "see_score_label_mass_count",
+        "see_expected_score_count",
+        "see_readouts_total",
+    ):
+        assert name in moved, name
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_the_server_healthy(server, client):
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": QUESTION,
+                "max_tokens": 400,
+                "temperature": 0.9,
+                "stream": True,
+            },
+        ) as response,
+    ):
+        for _ in response.iter_lines():
+            break  # read one line, then hang up
+    assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0}).status_code == 200

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+
+from selfeval.readout import distribution_from_logprobs
+from selfeval.rubric import ATTRIBUTES
+from server.policy import PolicyThresholds, decide
+
+
+def at(score: int, sharpness: float = 0.99):
+    rest = (1 - sharpness) / 9
+    return distribution_from_logprobs([math.log(sharpness if k == score else rest) for k in range(10)])
+
+
+def uniform():
+    return distribution_from_logprobs([math.log(0.1)] * 10)
+
+
+def all_at(score):
+    return {a: at(score) for a in ATTRIBUTES}
+
+
+DEFAULT = PolicyThresholds()
+
+
+def test_confident_high_scores_are_accepted():
+    decision = decide(all_at(8), DEFAULT)
+    assert decision.action == "accept" and decision.reasons
+
+
+def test_confident_low_scores_escalate_with_reasons():
+    decision = decide(all_at(1), DEFAULT)
+    assert decision.action == "escalate"
+    assert any("predicted quality" in r for r in decision.reasons)
+    assert any("P(helpfulness <= 3)" in r for r in decision.reasons)
+
+
+def test_middling_quality_is_reviewed():
+    decision = decide(all_at(5), DEFAULT)  # quality 5/9 = 0.556 -> just above review floor; no low mass
+    assert decision.action == "accept"
+    decision = decide(all_at(4), DEFAULT)  # 4/9 = 0.44 -> review
+    assert decision.action == "review"
+
+
+def test_an_uncertain_distribution_is_reviewed_even_with_good_quality():
+    dists = {**all_at(8), "verbosity": uniform()}
+    decision = decide(dists, DEFAULT)
+    assert decision.action == "review" and any("verbosity entropy" in r for r in decision.reasons)
+
+
+def test_low_label_mass_is_reviewed():
+    logprobs = [math.log(0.9 * 0.1)] + [math.log(0.01 * 0.1)] * 8 + [math.log(0.99 * 0.1)]
+    weak = distribution_from_logprobs(logprobs)
+    assert weak.label_mass < 0.5
+    decision = decide({**all_at(8), "complexity": weak}, DEFAULT)
+    assert any("label mass" in r for r in decision.reasons)
+
+
+def test_no_readout_is_never_accepted():
+    assert decide(None, DEFAULT).action == "escalate"
+    assert decide(None, DEFAULT.merged({"unavailable_action": "review"})).action == "review"
+
+
+def test_per_request_overrides_change_the_outcome():
+    assert decide(all_at(6), DEFAULT).action == "accept"
+    assert decide(all_at(6), DEFAULT.merged({"review_below_quality": 0.8})).action == "review"
+
+
+def test_unknown_override_fields_are_refused():
+    with pytest.raises(ValueError):
+        DEFAULT.merged({"nope": 1})
