@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from selfeval.card import ModelCard
 from server.engine import Engine
 from server.errors import NotReadyError, install_error_handlers
+from server.limits import RequestLimits
 from server.metrics import ServiceMetrics
 from server.routes import generate, health, openai, score
 from server.service import GenerationService
@@ -101,16 +102,20 @@ def build_app(
     @app.middleware("http")
     async def record_request(request: Request, call_next):
         started = time.monotonic()
-        gauge = state.metrics.in_flight.labels(model_name)
-        gauge.inc()
-        try:
-            response = await call_next(request)
-        finally:
-            gauge.dec()
+        response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
         state.metrics.observe_http(route, request.method, response.status_code, time.monotonic() - started)
         return response
 
+    app.add_middleware(
+        RequestLimits,
+        api_keys=settings.all_api_keys(),
+        protect_metrics=settings.protect_metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_pending_requests=settings.max_pending_requests,
+        retry_after_s=settings.retry_after_s,
+        in_flight=state.metrics.in_flight.labels(model_name),
+    )
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(openai.router)

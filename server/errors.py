@@ -44,6 +44,11 @@ class NotReadyError(ServiceError):
     error_type = "service_unavailable"
 
 
+class RequestTimeoutError(ServiceError):
+    status_code = 504
+    error_type = "timeout_error"
+
+
 class EngineError(ServiceError):
     status_code = 500
     error_type = "engine_error"

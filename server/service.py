@@ -19,7 +19,7 @@ from selfeval.card import ModelCard
 from selfeval.prompts import PromptError, build_chat_messages, build_see_base_prompt, validate_messages
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
-from server.errors import EngineError, InvalidRequestError, describe_validation_errors
+from server.errors import EngineError, InvalidRequestError, RequestTimeoutError, describe_validation_errors
 from server.metrics import ServiceMetrics
 from server.policy import Decision, PolicyThresholds, decide
 from server.protocol import AttributeScore, GenerateRequest, GenerateResponse, SelfEvaluation, Usage
@@ -103,8 +103,11 @@ class GenerationService:
     ) -> tuple[Generation, Readout | None]:
         """Generate one answer and read its self-evaluation (when `spec.read_digits`)."""
         try:
-            generation = await self.engine.generate(prompt_ids, spec, request_id)
-            readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                generation = await self.engine.generate(prompt_ids, spec, request_id)
+                readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+        except TimeoutError:
+            raise self._timed_out(request_id) from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine is the one dependency that can fail in ways we cannot validate away
@@ -120,22 +123,33 @@ class GenerationService:
         """Yield answer text deltas (never the block), then one (generation, readout) tuple."""
         answer_stream = AnswerStream()
         started = time.monotonic()
-        first = True
+        deadline = started + self.settings.request_timeout_s
+        deltas = aiter(self.engine.stream(prompt_ids, spec, request_id))
+        generation = None
+        first_text = True
         try:
-            async for delta in self.engine.stream(prompt_ids, spec, request_id):
-                if first:
+            while generation is None:
+                # the deadline bounds each engine await; a yield never sits inside a timeout scope
+                delta = await asyncio.wait_for(anext(deltas), max(0.0, deadline - time.monotonic()))
+                if delta.text and first_text:
                     self.metrics.time_to_first_token.labels(self.model_name).observe(time.monotonic() - started)
-                    first = False
+                    first_text = False
                 if piece := answer_stream.feed(delta.text):
                     yield piece
-                if delta.generation is not None:
-                    generation = delta.generation
-            readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+                generation = delta.generation
+            readout = None
+            if spec.read_digits:
+                remaining = max(0.0, deadline - time.monotonic())
+                readout = await asyncio.wait_for(self._read(prompt_ids, generation, request_id), remaining)
+        except TimeoutError:
+            raise self._timed_out(request_id) from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("engine failure on %s", request_id)
             raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None
+        finally:
+            await deltas.aclose()
         self._record(len(prompt_ids), generation, readout)
         yield generation, readout
 
@@ -173,10 +187,19 @@ class GenerationService:
         self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
 
+    def _timed_out(self, request_id: str) -> RequestTimeoutError:
+        log.warning("request %s exceeded %.0f s and was aborted", request_id, self.settings.request_timeout_s)
+        return RequestTimeoutError(
+            f"the request took longer than {self.settings.request_timeout_s:g} s and was aborted; "
+            "ask for fewer tokens or raise SEE_REQUEST_TIMEOUT_S"
+        )
+
     async def _read(self, prompt_ids: list[int], generation: Generation, request_id: str) -> Readout:
         return await read_self_evaluation(self.engine, prompt_ids, generation, request_id)
 
     def _record(self, prompt_tokens: int, generation: Generation, readout: Readout | None) -> None:
+        if self.settings.log_text:  # off by default: prompts and answers can hold personal data
+            log.info("answer (%d prompt tokens): %r", prompt_tokens, generation.text)
         self.metrics.observe_tokens(prompt_tokens, len(generation.token_ids))
         if readout is not None:
             self.metrics.observe_readout(readout.source, readout.distributions)

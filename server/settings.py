@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     default_temperature: float = Field(0.8, ge=0.0, le=2.0, description="the SEE training sampler's temperature")
     default_top_p: float = Field(0.9, gt=0.0, le=1.0, description="the SEE training sampler's top_p")
 
+    # limits and security
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for /generate and /v1 (env: JSON list); empty = no auth"
+    )
+    api_key_file: Path | None = Field(None, description="File with one API key per line (e.g. a mounted Secret)")
+    protect_metrics: bool = Field(False, description="Also require a key for /metrics")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413")
+    max_pending_requests: int = Field(64, ge=1, description="Model requests in progress at once; more get 429")
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429")
+    request_timeout_s: float = Field(600.0, gt=0, description="A model request taking longer is aborted (504)")
+    log_text: bool = Field(False, description="Log prompts and answers (off: only ids, sizes and timings)")
+
     # engine
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_model_len: int | None = Field(
@@ -61,4 +73,13 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.model is not None and not self.model.is_dir():
             raise ValueError(f"model directory {self.model} does not exist")
+        if self.api_key_file is not None and not self.api_key_file.is_file():
+            raise ValueError(f"api_key_file {self.api_key_file} does not exist")
         return self
+
+    def all_api_keys(self) -> list[str]:
+        """Keys from settings plus the key file (read at boot; restart or roll the pod to rotate)."""
+        keys = [k.strip() for k in self.api_keys if k.strip()]
+        if self.api_key_file is not None:
+            keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
+        return keys

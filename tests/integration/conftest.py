@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,13 @@ def model_dir() -> Path:
     return prepare_default_model(report=print)
 
 
-@pytest.fixture(scope="session")
-def server(model_dir, tmp_path_factory) -> RunningServer:
+@contextmanager
+def running_server(model_dir: Path, log_dir: Path, **settings: str):
+    """Start `python -m server` with SEE_* settings, wait for /ready, stop it afterwards."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / "server.log"
     env = {**os.environ, "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_MAX_MODEL_LEN": "4096"}
+    env.update({f"SEE_{name.upper()}": value for name, value in settings.items()})
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "server"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -73,6 +76,12 @@ def server(model_dir, tmp_path_factory) -> RunningServer:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(model_dir, tmp_path_factory) -> RunningServer:
+    with running_server(model_dir, tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,144 @@
+"""Request guards in front of the app: API keys, body size, and a bounded admission queue.
+
+An ASGI middleware rather than a FastAPI one, so that a streaming response stays counted until its last byte:
+- API keys (optional): `Authorization: Bearer <key>` on every model route (`/generate`, `/v1/...`); compared
+  in constant time against every configured key. `/health`, `/ready` and `/metrics` stay open unless
+  `protect_metrics` is set. 401 otherwise.
+- Body size: over `max_body_bytes` is a 413, checked on Content-Length or, for chunked bodies, while reading.
+- Admission: at most `max_pending_requests` model requests at once (running or waiting in the engine); one
+  more gets a 429 with `Retry-After` instead of piling up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from prometheus_client import Gauge
+
+MODEL_ROUTES = ("/generate", "/v1/")
+OPEN_ROUTES = ("/health", "/ready")
+
+
+def _json_error(status: int, message: str, error_type: str, code: str, headers: list | None = None):
+    body = json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        + (headers or []),
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class RequestLimits:
+    def __init__(
+        self,
+        app,
+        *,
+        api_keys: list[str],
+        protect_metrics: bool,
+        max_body_bytes: int,
+        max_pending_requests: int,
+        retry_after_s: int,
+        in_flight: Gauge,
+    ) -> None:
+        self.app = app
+        self.api_keys = [key.encode() for key in api_keys]
+        self.protect_metrics = protect_metrics
+        self.max_body_bytes = max_body_bytes
+        self.max_pending = max_pending_requests
+        self.retry_after_s = retry_after_s
+        self.in_flight = in_flight
+        self.pending = 0
+
+    def _needs_key(self, path: str) -> bool:
+        if not self.api_keys or path.startswith(OPEN_ROUTES):
+            return False
+        return self.protect_metrics or not path.startswith("/metrics")
+
+    def _authorized(self, scope) -> bool:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        # compare against every key, without stopping early, so timing says nothing about which one matched
+        return sum(hmac.compare_digest(token.strip(), key) for key in self.api_keys) > 0
+
+    async def _reject(self, send, *parts) -> None:
+        start, body = _json_error(*parts)
+        await send(start)
+        await send(body)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if self._needs_key(path) and not self._authorized(scope):
+            return await self._reject(
+                send,
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._reject(send, *self._too_large())
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await self._read_limited(receive)
+            if body is None:
+                return await self._reject(send, *self._too_large())
+            receive = self._replay(body)
+        if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)):
+            return await self.app(scope, receive, send)
+        if self.pending >= self.max_pending:
+            return await self._reject(
+                send,
+                429,
+                f"the server is at capacity ({self.max_pending} requests in progress); retry shortly",
+                "rate_limit_error",
+                "queue_full",
+                [(b"retry-after", str(self.retry_after_s).encode())],
+            )
+        self.pending += 1
+        self.in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
+            self.in_flight.dec()
+
+    def _too_large(self):
+        return (
+            413,
+            f"request body is larger than {self.max_body_bytes} bytes",
+            "invalid_request_error",
+            "request_too_large",
+        )
+
+    async def _read_limited(self, receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return None
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    @staticmethod
+    def _replay(body: bytes):
+        sent = False
+
+        async def receive():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        return receive

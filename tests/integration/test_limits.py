@@ -1,0 +1,122 @@
+"""API keys, body-size caps, the bounded admission queue and the request timeout, on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import running_server
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-0123456789"
+FILE_KEY = "rotated-key-from-a-file"
+SMALL = {"prompt": "Hi", "max_tokens": 4, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def guarded(model_dir, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("guarded")
+    key_file = log_dir / "keys"
+    key_file.write_text(f"{FILE_KEY}\n")
+    with running_server(
+        model_dir,
+        log_dir,
+        api_keys=json.dumps([KEY]),
+        api_key_file=str(key_file),
+        max_body_bytes="4096",
+        max_pending_requests="2",
+        retry_after_s="3",
+        request_timeout_s="8",
+    ) as running:
+        yield running
+
+
+def auth(key: str = KEY) -> dict:
+    return {"authorization": f"Bearer {key}"}
+
+
+def test_model_routes_need_a_key(guarded):
+    for path, body in (
+        ("/generate", SMALL),
+        ("/v1/score", {"messages": [{"role": "user", "content": "x"}], "response": "y"}),
+    ):
+        response = httpx.post(f"{guarded.url}{path}", json=body, timeout=60)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    wrong = httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth("nope"), timeout=60)
+    assert wrong.status_code == 401
+    assert httpx.get(f"{guarded.url}/v1/models", timeout=60).status_code == 401
+
+
+def test_keys_from_settings_and_from_the_key_file_both_work(guarded):
+    for key in (KEY, FILE_KEY):
+        assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(key), timeout=120).status_code == 200
+
+
+def test_probes_and_metrics_stay_open(guarded):
+    for path in ("/health", "/ready", "/metrics"):
+        assert httpx.get(f"{guarded.url}{path}", timeout=30).status_code == 200
+
+
+def test_the_official_client_authenticates_with_its_api_key(guarded):
+    client = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+    completion = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert completion.choices[0].model_dump()["decision"]["action"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_an_oversized_body_is_a_413_with_or_without_content_length(guarded):
+    big = {"prompt": "x" * 10_000, "max_tokens": 4}
+    response = httpx.post(f"{guarded.url}/generate", json=big, headers=auth(), timeout=60)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+    def chunks():
+        payload = json.dumps(big).encode()
+        for i in range(0, len(payload), 1000):
+            yield payload[i : i + 1000]
+
+    chunked = httpx.post(
+        f"{guarded.url}/generate", content=chunks(), headers={**auth(), "content-type": "application/json"}, timeout=60
+    )
+    assert chunked.status_code == 413
+
+
+def test_a_chunked_body_under_the_limit_is_served(guarded):
+    payload = json.dumps(SMALL).encode()
+    response = httpx.post(
+        f"{guarded.url}/generate",
+        content=iter([payload[:5], payload[5:]]),
+        headers={**auth(), "content-type": "application/json"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_burst_beyond_the_queue_gets_429_with_retry_after_and_the_server_recovers(guarded):
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=guarded.url, headers=auth(), timeout=120) as client:
+            body = {"prompt": "Tell me about the sea.", "max_tokens": 8, "temperature": 0}
+            return await asyncio.gather(*(client.post("/generate", json=body) for _ in range(8)))
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    rejected = [r for r in responses if r.status_code == 429]
+    assert statuses.count(200) >= 1 and 429 in statuses, statuses
+    assert set(statuses) <= {200, 429}
+    for response in rejected:
+        assert response.headers["retry-after"] == "3" and response.json()["error"]["type"] == "rate_limit_error"
+    assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
+
+
+def test_a_request_over_the_timeout_is_aborted_with_504_and_the_server_goes_on(guarded):
+    long = {"prompt": "Write a long story about a lighthouse keeper.", "max_tokens": 1500, "temperature": 0}
+    response = httpx.post(f"{guarded.url}/generate", json=long, headers=auth(), timeout=120)
+    assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
+    assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
