@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from selfeval.card import ModelCard
-from server.engine import Engine
+from server.engine import Engine, SchedulerObserver
 from server.errors import NotReadyError, install_error_handlers
 from server.limits import RequestLimits
 from server.metrics import ServiceMetrics
@@ -29,7 +29,7 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EngineBuilder = Callable[[Settings, Path, tuple[int, ...]], Awaitable[Engine]]
+EngineBuilder = Callable[[Settings, Path, tuple[int, ...], SchedulerObserver], Awaitable[Engine]]
 
 
 @dataclass
@@ -65,7 +65,9 @@ def build_app(
 
     async def load() -> None:
         try:
-            state.engine = await engine_builder(settings, model_dir, card.digit_token_ids)
+            state.engine = await engine_builder(
+                settings, model_dir, card.digit_token_ids, state.metrics.observe_scheduler
+            )
             service = GenerationService(state.engine, card, settings, state.metrics, model_name)
             if settings.warmup:
                 started = time.monotonic()

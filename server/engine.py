@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,18 @@ class Generation:
 class StreamDelta:
     text: str
     generation: Generation | None = None  # set on the last delta only
+
+
+@dataclass(frozen=True)
+class SchedulerSnapshot:
+    """The engine scheduler's state after a step: what the queue-depth metrics show."""
+
+    waiting: int
+    running: int
+    kv_cache_usage: float  # fraction of the KV cache in use, 0-1
+
+
+SchedulerObserver = Callable[[SchedulerSnapshot], None]
 
 
 def _text_with_tag(text: str, stop_reason: object) -> str:
@@ -90,7 +102,13 @@ class VllmEngine:
         self.max_model_len = int(llm.model_config.max_model_len)
 
     @classmethod
-    def create(cls, settings, model_dir: Path, digit_token_ids: tuple[int, ...]) -> VllmEngine:
+    def create(
+        cls,
+        settings,
+        model_dir: Path,
+        digit_token_ids: tuple[int, ...],
+        observe_scheduler: SchedulerObserver | None = None,
+    ) -> VllmEngine:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _has_cuda())
         if on_cpu:
@@ -111,7 +129,8 @@ class VllmEngine:
             disable_log_stats=True,
         )
         log.info("starting vLLM on %s: %s", "CPU" if on_cpu else "GPU", model_dir)
-        llm = AsyncLLM.from_engine_args(args)
+        stat_loggers = [_scheduler_stat_logger(observe_scheduler)] if observe_scheduler else None
+        llm = AsyncLLM.from_engine_args(args, stat_loggers=stat_loggers)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         return cls(llm, tokenizer, model_dir, digit_token_ids)
 
@@ -206,6 +225,35 @@ class VllmEngine:
         self._llm.shutdown()
 
 
+def _scheduler_stat_logger(observe: SchedulerObserver):
+    """A vLLM stat-logger class that hands each step's scheduler state to `observe` (queue-depth metrics).
+
+    vLLM calls `record` on its output-handler task after every engine step that produced outputs. Passing a
+    custom logger turns on vLLM's step statistics; its own console logger stays off.
+    """
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class SchedulerStatLogger(StatLoggerBase):
+        def __init__(self, vllm_config, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+            if scheduler_stats is None:
+                return
+            observe(
+                SchedulerSnapshot(
+                    waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
+                    running=scheduler_stats.num_running_reqs,
+                    kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                )
+            )
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return SchedulerStatLogger
+
+
 def _default_context(model_dir: Path, cap: int = 8192) -> int:
     """The model's own context length, capped so a CPU KV cache still holds a few full requests."""
     import json
@@ -218,6 +266,8 @@ def new_request_id(prefix: str = "gen") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-async def build_engine_in_thread(settings, model_dir: Path, digit_token_ids: tuple[int, ...]) -> VllmEngine:
+async def build_engine_in_thread(
+    settings, model_dir: Path, digit_token_ids: tuple[int, ...], observe_scheduler: SchedulerObserver | None = None
+) -> VllmEngine:
     """Build the engine off the event loop, so /health keeps answering during the load."""
-    return await asyncio.to_thread(VllmEngine.create, settings, model_dir, digit_token_ids)
+    return await asyncio.to_thread(VllmEngine.create, settings, model_dir, digit_token_ids, observe_scheduler)

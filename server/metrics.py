@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from selfeval.readout import ScoreDistribution
+from server.engine import SchedulerSnapshot
 
 SCORE_BUCKETS = tuple(k + 0.5 for k in range(9)) + (9.0,)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
@@ -78,6 +79,19 @@ class ServiceMetrics:
             ["model_name"],
             registry=self.registry,
         )
+        self.engine_requests = Gauge(
+            "see_engine_requests",
+            "Requests inside the engine after its last step: waiting (queue depth) or running",
+            ["model_name", "state"],
+            registry=self.registry,
+        )
+        self.kv_cache_usage = Gauge(
+            "see_engine_kv_cache_usage_ratio",
+            "Fraction of the engine's KV cache in use after its last step",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.observe_scheduler(SchedulerSnapshot(waiting=0, running=0, kv_cache_usage=0.0))
         self.completion_tokens = Counter(
             "see_completion_tokens",
             "Answer tokens generated",
@@ -105,6 +119,11 @@ class ServiceMetrics:
     def observe_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens.labels(self.model_name).inc(prompt_tokens)
         self.completion_tokens.labels(self.model_name).inc(completion_tokens)
+
+    def observe_scheduler(self, snapshot: SchedulerSnapshot) -> None:
+        self.engine_requests.labels(self.model_name, "waiting").set(snapshot.waiting)
+        self.engine_requests.labels(self.model_name, "running").set(snapshot.running)
+        self.kv_cache_usage.labels(self.model_name).set(snapshot.kv_cache_usage)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

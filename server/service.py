@@ -51,6 +51,21 @@ class GenerationService:
         return self.engine.encode(text)
 
     def answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
+        limit = self.settings.max_prompt_tokens
+        if limit is not None and prompt_tokens > limit:
+            raise InvalidRequestError(
+                f"the prompt is {prompt_tokens} tokens; this server accepts at most {limit} (SEE_MAX_PROMPT_TOKENS). "
+                "Shorten the conversation.",
+                param="messages",
+                code="prompt_too_long",
+            )
+        cap = self.settings.max_answer_tokens
+        if requested is not None and requested > cap:
+            raise InvalidRequestError(
+                f"max_tokens={requested} is above this server's cap of {cap} (SEE_MAX_ANSWER_TOKENS)",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
         context = self.engine.max_model_len
         room = context - prompt_tokens - self.readout_reserve
         if room < 1:
@@ -61,7 +76,7 @@ class GenerationService:
                 code="context_length_exceeded",
             )
         if requested is None:
-            return min(self.settings.default_max_tokens, room)
+            return min(self.settings.default_max_tokens, cap, room)
         if requested > room:
             raise InvalidRequestError(
                 f"max_tokens={requested} does not fit: the prompt is {prompt_tokens} tokens and the context "

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     default_top_p: float = Field(0.9, gt=0.0, le=1.0, description="the SEE training sampler's top_p")
 
     # limits and security
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Longer prompts get 400; default: whatever fits the context"
+    )
+    max_answer_tokens: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for (400 beyond)")
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys for /generate and /v1 (env: JSON list); empty = no auth"
     )

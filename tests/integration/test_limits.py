@@ -32,6 +32,8 @@ def guarded(model_dir, tmp_path_factory):
         max_pending_requests="2",
         retry_after_s="3",
         request_timeout_s="8",
+        max_prompt_tokens="400",
+        max_answer_tokens="1600",
     ) as running:
         yield running
 
@@ -119,4 +121,18 @@ def test_a_request_over_the_timeout_is_aborted_with_504_and_the_server_goes_on(g
     long = {"prompt": "Write a long story about a lighthouse keeper.", "max_tokens": 1500, "temperature": 0}
     response = httpx.post(f"{guarded.url}/generate", json=long, headers=auth(), timeout=120)
     assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
+    assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
+
+
+def test_prompt_and_answer_caps_are_400s_that_name_the_setting(guarded):
+    long_prompt = {"prompt": "word " * 300, "max_tokens": 4}
+    response = httpx.post(f"{guarded.url}/generate", json=long_prompt, headers=auth(), timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "prompt_too_long" and error["param"] == "messages"
+    assert "SEE_MAX_PROMPT_TOKENS" in error["message"]
+
+    too_many = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1601}
+    response = httpx.post(f"{guarded.url}/v1/chat/completions", json=too_many, headers=auth(), timeout=60)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "max_tokens_too_large" and error["param"] == "max_tokens"
     assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200

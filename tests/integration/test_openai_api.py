@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
+import time
 
 import httpx
 import openai
@@ -180,6 +182,33 @@ def test_metrics_move_with_decisions_entropy_and_label_mass(client):
         assert name in moved, name
 
 
+def engine_requests(client: httpx.Client) -> dict[str, float]:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return {s.labels["state"]: s.value for f in families if f.name == "see_engine_requests" for s in f.samples}
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_engine_queue_depth_is_exported_and_drains(server, client):
+    async def three() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as http:
+            body = {"prompt": "Tell me about the sea.", "max_tokens": 48, "temperature": 0}
+            await asyncio.gather(*(http.post("/generate", json=body) for _ in range(3)))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        burst = pool.submit(asyncio.run, three())
+        assert wait_for(lambda: engine_requests(client).get("running", 0) >= 2, 60), engine_requests(client)
+        burst.result()
+    assert engine_requests(client) == {"waiting": 0.0, "running": 0.0}
+
+
 def test_a_client_that_disconnects_mid_stream_leaves_the_server_healthy(server, client):
     with (
         httpx.Client(base_url=server.url, timeout=60) as http,
@@ -188,13 +217,18 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_server_healthy(server, 
             "/v1/chat/completions",
             json={
                 "model": MODEL,
-                "messages": QUESTION,
+                "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
                 "max_tokens": 400,
                 "temperature": 0.9,
                 "stream": True,
             },
         ) as response,
     ):
-        for _ in response.iter_lines():
-            break  # read one line, then hang up
+        for line in response.iter_lines():
+            if '"content": "' in line and '"content": ""' not in line:
+                break  # the engine is writing; hang up
+        during = engine_requests(client)["running"]
+    assert during >= 1
+    # the engine request was cancelled, not left to write its 400 tokens (~20 s here)
+    assert wait_for(lambda: engine_requests(client).get("running") == 0, 5), engine_requests(client)
     assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0}).status_code == 200
