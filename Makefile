@@ -10,11 +10,11 @@ CPU_UNWANTED := torchvision torchaudio torchcodec triton
 
 .PHONY: serve test lint setup bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[$(ENGINE),dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/python -c "import vllm, fastapi, transformers, pytest" 
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[$(ENGINE),dev]" -e clients/python 2>&1 | grep -v "^WARNING: Location" || true
+	$(VENV)/bin/python -c "import vllm, fastapi, transformers, pytest, see_client"
 	if [ "$(ENGINE)" = "cpu" ]; then $(VENV)/bin/python -m pip uninstall -q -y $(CPU_UNWANTED) 2>&1 | grep -v "^WARNING" || true; fi
 	touch $(STAMP)
 

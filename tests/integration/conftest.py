@@ -43,8 +43,8 @@ def model_dir() -> Path:
 
 
 @contextmanager
-def running_server(model_dir: Path, log_dir: Path, **settings: str):
-    """Start `python -m server` with SEE_* settings, wait for /ready, stop it afterwards."""
+def running_server(model_dir: Path, log_dir: Path, *, wait_ready: bool = True, **settings: str):
+    """Start `python -m server` with SEE_* settings, wait for /ready (unless told not to), stop it afterwards."""
     port = free_port()
     log_path = log_dir / "server.log"
     env = {**os.environ, "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_MAX_MODEL_LEN": "4096"}
@@ -56,7 +56,7 @@ def running_server(model_dir: Path, log_dir: Path, **settings: str):
     running = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
-        while True:
+        while wait_ready:
             if process.poll() is not None:
                 pytest.fail(f"server exited with {process.returncode} before it was ready:\n{running.log_tail()}")
             if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from see_client import NO_RETRIES, AsyncSeeClient, AuthenticationError, RetryEvent, RetryPolicy, SeeClient
 from tests.integration.conftest import running_server
 
 pytestmark = pytest.mark.integration
@@ -136,3 +137,19 @@ def test_prompt_and_answer_caps_are_400s_that_name_the_setting(guarded):
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "max_tokens_too_large" and error["param"] == "max_tokens"
     assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
+
+
+def test_the_sdk_rides_out_a_burst_by_honouring_retry_after(guarded):
+    events: list[RetryEvent] = []
+    retry = RetryPolicy(max_retries=30, on_retry=events.append)
+
+    async def burst():
+        async with AsyncSeeClient(guarded.url, api_key=KEY, retry=retry) as client:
+            prompts = [f"Tell me about the sea, part {i}." for i in range(6)]
+            return await asyncio.gather(*(client.generate(p, max_tokens=8, temperature=0) for p in prompts))
+
+    results = asyncio.run(burst())
+    assert len(results) == 6 and all(result.self_evaluation is not None for result in results)
+    assert events and all(event.reason == "429" and event.delay_s == 3.0 for event in events)
+    with pytest.raises(AuthenticationError):
+        SeeClient(guarded.url, api_key="wrong", retry=NO_RETRIES).generate("Hi", max_tokens=4)
