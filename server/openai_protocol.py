@@ -45,6 +45,9 @@ class ChatCompletionRequest(BaseModel):
     decision_thresholds: dict[str, float | int | str] | None = Field(
         None, description="SEE extension: per-request overrides of the decision policy thresholds"
     )
+    score: bool = Field(
+        True, description="SEE extension: false skips the readout (self_evaluation and decision are null)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
@@ -73,8 +76,12 @@ class ChatChoice(BaseModel):
     finish_reason: str | None
     logprobs: None = None
     # --- SEE extensions ---
-    self_evaluation: SelfEvaluation = Field(description="SEE extension: predicted judge-score distributions")
-    decision: DecisionOut = Field(description="SEE extension: accept / review / escalate with reasons")
+    self_evaluation: SelfEvaluation | None = Field(
+        description="SEE extension: predicted judge-score distributions (null only when the request set score=false)"
+    )
+    decision: DecisionOut | None = Field(
+        description="SEE extension: accept / review / escalate with reasons (null only when score=false)"
+    )
 
 
 class CompletionUsage(BaseModel):

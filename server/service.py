@@ -231,7 +231,7 @@ class GenerationService:
         )
         request_id = new_request_id()
         generation, readout = await self.complete(prompt_ids, spec, request_id, record_metrics=record_metrics)
-        answer = readout.answer if readout is not None else answer_before_block(generation.text)
+        answer = answer_text(generation, readout)
         decision = self.decide(readout, request.decision_thresholds) if request.score else None
         return GenerateResponse(
             id=request_id,
@@ -251,6 +251,11 @@ class GenerationService:
     async def warmup(self) -> None:
         """One short request through every code path, so the first real request is not the slow one."""
         await self.generate(GenerateRequest(prompt="Say hello.", max_tokens=8, temperature=0.0), record_metrics=False)
+
+
+def answer_text(generation: Generation, readout: Readout | None) -> str:
+    """The answer without the block: the readout's split when there is one, else cut before the open tag."""
+    return readout.answer if readout is not None else answer_before_block(generation.text)
 
 
 def to_wire(readout: Readout) -> SelfEvaluation:

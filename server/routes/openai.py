@@ -26,7 +26,7 @@ from server.openai_protocol import (
     ModelInfo,
     ModelList,
 )
-from server.service import GenerationService, to_wire
+from server.service import GenerationService, answer_text, to_wire
 
 router = APIRouter(prefix="/v1")
 
@@ -64,6 +64,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             top_p=body.top_p,
             seed=seed_for(body, i),
             stop=body.stop_list(),
+            read_digits=body.score,
         )
         for i in range(body.n)
     ]
@@ -76,14 +77,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     )
     choices = []
     for index, (generation, readout) in enumerate(results):
-        decision = service.decide(readout, body.decision_thresholds)
+        evaluation, decision = scored(service, body, readout)
         choices.append(
             ChatChoice(
                 index=index,
-                message=AssistantMessage(content=readout.answer),
+                message=AssistantMessage(content=answer_text(generation, readout)),
                 finish_reason=generation.finish_reason,
-                self_evaluation=to_wire(readout),
-                decision=decision.to_dict(),
+                self_evaluation=evaluation,
+                decision=decision,
             )
         )
     prompt_tokens = len(prepared[0][0])
@@ -98,6 +99,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             total_tokens=prompt_tokens + completion_tokens,
         ),
     )
+
+
+def scored(service: GenerationService, body: ChatCompletionRequest, readout) -> tuple[dict | None, dict | None]:
+    """The choice's SEE extension fields: (self_evaluation, decision), both None when scoring was off."""
+    if not body.score:
+        return None, None
+    return to_wire(readout).model_dump(), service.decide(readout, body.decision_thresholds).to_dict()
 
 
 def sse(payload: dict | str) -> str:
@@ -132,20 +140,9 @@ async def stream_chat(
                 continue
             generation, readout = item
             completion_tokens[index] = len(generation.token_ids)
-            decision = service.decide(readout, body.decision_thresholds)
-            await queue.put(
-                chunk(
-                    [
-                        {
-                            "index": index,
-                            "delta": {},
-                            "finish_reason": generation.finish_reason,
-                            "self_evaluation": to_wire(readout).model_dump(),
-                            "decision": decision.to_dict(),
-                        }
-                    ]
-                )
-            )
+            evaluation, decision = scored(service, body, readout)
+            final = {"index": index, "delta": {}, "finish_reason": generation.finish_reason}
+            await queue.put(chunk([{**final, "self_evaluation": evaluation, "decision": decision}]))
 
     async def run_all() -> None:
         try:

@@ -51,6 +51,18 @@ def test_every_choice_is_scored_when_n_is_above_one(oai):
         check_extension(choice.model_dump())
 
 
+def test_score_false_skips_the_readout_and_keeps_the_answer(oai):
+    request = dict(model=MODEL, messages=QUESTION, max_tokens=24, temperature=0)
+    plain = oai.chat.completions.create(**request, extra_body={"score": False}).choices[0]
+    scored = oai.chat.completions.create(**request).choices[0]
+    assert plain.message.content == scored.message.content
+    assert plain.model_dump()["self_evaluation"] is None and plain.model_dump()["decision"] is None
+    chunks = list(oai.chat.completions.create(**request, stream=True, extra_body={"score": False}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == scored.message.content
+    final = chunks[-1].choices[0].model_dump()
+    assert final["finish_reason"] and final["self_evaluation"] is None and final["decision"] is None
+
+
 def test_streamed_content_equals_non_streamed_content_at_temperature_zero(oai):
     request = dict(
         model=MODEL,
