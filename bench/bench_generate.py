@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,51 +23,17 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import (  # noqa: E402
+    PROMPTS,
+    RESULTS,
+    machine,
+    percentile,
+    sidecar_server,
+    stamp,
+    stock_vllm_server,
+)
 from selfeval.models import prepare_default_model  # noqa: E402
 from selfeval.prompts import build_chat_messages  # noqa: E402
-
-PROMPTS = [
-    "Explain in detail how a refrigerator works.",
-    "Write a long story about a lighthouse keeper.",
-    "Describe the history of the Roman Empire in detail.",
-    "Explain step by step how to bake bread at home.",
-    "Write a detailed guide to learning the guitar.",
-    "Describe the water cycle in detail for a school report.",
-    "Explain how the internet works, in detail.",
-    "Write a long letter to a friend about a summer holiday.",
-]
-ENGINE_FLAGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096", "--enable-prefix-caching"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def start(command: list[str], env: dict, log_path: Path, ready_url: str, timeout: float = 600) -> subprocess.Popen:
-    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[2]} exited early; see {log_path}")
-        try:
-            if httpx.get(ready_url, timeout=5).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    process.kill()
-    raise RuntimeError(f"server not ready in {timeout} s; see {log_path}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 async def run_load(send, requests: int, concurrency: int) -> dict:
@@ -148,25 +110,10 @@ def main() -> None:
     args = parser.parse_args()
 
     model_dir = prepare_default_model(report=print)
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{args.port}"
 
-    sidecar = start(
-        [sys.executable, "-m", "server"],
-        {**env, "SEE_MODEL": str(model_dir), "SEE_PORT": str(args.port), "SEE_MAX_MODEL_LEN": "4096"},
-        out_dir / "sidecar.log.tmp",
-        f"{url}/ready",
-    )
-    try:
+    with sidecar_server(model_dir, args.port, RESULTS / "sidecar.log.tmp"):
         sidecar_results = asyncio.run(
             measure(
                 url,
@@ -178,8 +125,6 @@ def main() -> None:
                 args.concurrency,
             )
         )
-    finally:
-        stop(sidecar)
 
     from transformers import AutoTokenizer
 
@@ -193,36 +138,15 @@ def main() -> None:
         )
         for p in PROMPTS
     }
-    stock = start(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(model_dir),
-            "--served-model-name",
-            "stock",
-            "--port",
-            str(args.port),
-            *ENGINE_FLAGS,
-        ],
-        env,
-        out_dir / "stock.log.tmp",
-        f"{url}/health",
-    )
-    try:
+    with stock_vllm_server(model_dir, args.port, RESULTS / "stock.log.tmp"):
         stock_results = asyncio.run(
             measure(
                 url,
-                {
-                    "stock_vllm": lambda c: stock_sender(c, args.max_tokens, prompt_ids),
-                },
+                {"stock_vllm": lambda c: stock_sender(c, args.max_tokens, prompt_ids)},
                 args.requests,
                 args.concurrency,
             )
         )
-    finally:
-        stop(stock)
 
     results = {**sidecar_results, **stock_results}
     ratios = {}
@@ -235,11 +159,11 @@ def main() -> None:
             "sidecar_off_vs_stock_throughput_ratio": off["throughput_tok_s"] / base["throughput_tok_s"],
             "sidecar_on_vs_stock_throughput_ratio": on["throughput_tok_s"] / base["throughput_tok_s"],
         }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    when = stamp()
     record = {
         "benchmark": "generate",
-        "when": stamp,
-        "machine": f"{platform.machine()} {cores} cores",
+        "when": when,
+        "machine": machine(),
         "model": str(model_dir.name),
         "max_tokens": args.max_tokens,
         "requests_per_config": args.requests,
@@ -247,9 +171,9 @@ def main() -> None:
         "ratios": ratios,
         "goals": {"scoring_p50_latency_overhead": "<= 0.10", "sidecar_off_vs_stock_throughput_ratio": ">= 0.95"},
     }
-    (out_dir / f"generate-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"generate-{when}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
-        f"# /generate benchmark ({stamp}, {record['machine']}, {record['model']}, max_tokens {args.max_tokens})",
+        f"# /generate benchmark ({when}, {record['machine']}, {record['model']}, max_tokens {args.max_tokens})",
         "",
         "| config | concurrency | p50 s | p95 s | mean tokens | tok/s |",
         "|---|---|---|---|---|---|",
@@ -271,7 +195,7 @@ def main() -> None:
             f"| {c[1:]} | {r['scoring_p50_latency_overhead']:+.1%} | {r['scoring_p95_latency_overhead']:+.1%} | "
             f"{r['sidecar_off_vs_stock_throughput_ratio']:.3f} | {r['sidecar_on_vs_stock_throughput_ratio']:.3f} |"
         )
-    (out_dir / "generate-latest.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "generate-latest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

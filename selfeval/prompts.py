@@ -9,7 +9,7 @@ system message (appended to the caller's system message when there is one).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from selfeval.block import CLOSE_TAG, OPEN_TAG, render_output
 from selfeval.rubric import ATTRIBUTE_DEFINITIONS, ATTRIBUTES
@@ -178,3 +178,14 @@ def build_chat_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str,
         merged = f"{conversation[0]['content'].rstrip()}\n\n{CHAT_INSTRUCTION}"
         return [{"role": "system", "content": merged}, *conversation[1:]]
     return [{"role": "system", "content": CHAT_INSTRUCTION}, *conversation]
+
+
+def render_prompt(
+    messages: Sequence[Mapping[str, str]], mode: str, apply_chat_template: Callable[[list[dict[str, str]]], str]
+) -> str:
+    """The prompt text for a conversation in a card's prompt mode (the same bytes in serving and training)."""
+    if mode == "see-base":
+        return build_see_base_prompt(messages)
+    if mode == "chat":
+        return apply_chat_template(build_chat_messages(messages))
+    raise PromptError(f"unknown prompt mode {mode!r}; expected see-base or chat")

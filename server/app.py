@@ -16,13 +16,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from selfeval.card import ModelCard
 from server.engine import Engine, SchedulerObserver
 from server.errors import NotReadyError, install_error_handlers
 from server.limits import RequestLimits
-from server.metrics import ServiceMetrics
+from server.metrics import HttpMetricsMiddleware, ServiceMetrics
 from server.routes import generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings
@@ -101,14 +101,7 @@ def build_app(
     app.state.see = state
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def record_request(request: Request, call_next):
-        started = time.monotonic()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        state.metrics.observe_http(route, request.method, response.status_code, time.monotonic() - started)
-        return response
-
+    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(
         RequestLimits,
         api_keys=settings.all_api_keys(),

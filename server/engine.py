@@ -61,7 +61,10 @@ SchedulerObserver = Callable[[SchedulerSnapshot], None]
 
 
 def _text_with_tag(text: str, stop_reason: object) -> str:
-    return text + CLOSE_TAG if stop_reason == CLOSE_TAG else text
+    """The output text with the closing tag that stopped it (vLLM leaves stop strings out unless asked)."""
+    if stop_reason == CLOSE_TAG and not text.endswith(CLOSE_TAG):
+        return text + CLOSE_TAG
+    return text
 
 
 class Engine(Protocol):
@@ -144,14 +147,18 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        # Stop strings are left out of the text by vLLM (which also holds back their prefixes while
-        # streaming); the closing tag is put back by `_text_with_tag` so the block can be parsed.
+        # vLLM holds back the last len(longest stop string) - 1 characters of a stream unless stop strings
+        # are kept in the output; for the 12-character closing tag that delays the first token by ~4 tokens.
+        # So without caller stop strings the tag is kept (and the block is never streamed: AnswerStream cuts
+        # at the opening tag); with them, vLLM strips stops as OpenAI specifies and `_text_with_tag` puts the
+        # closing tag back so the block can be parsed.
         return SamplingParams(
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             top_p=spec.top_p,
             seed=spec.seed,
             stop=[*spec.stop, CLOSE_TAG],
+            include_stop_str_in_output=not spec.stop,
             logprob_token_ids=list(self.digit_token_ids) if spec.read_digits else None,
             output_kind=getattr(RequestOutputKind, output_kind),
         )

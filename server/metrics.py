@@ -7,6 +7,8 @@ each bucket collects the scores that round to one value of the 0-9 scale.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from selfeval.readout import ScoreDistribution
@@ -127,3 +129,32 @@ class ServiceMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware recording each request's route, status and duration (until its last body byte).
+
+    Pure ASGI rather than Starlette's `BaseHTTPMiddleware`, which pipes every streamed chunk through an
+    extra task and memory stream: measurable time to first token on a 2-core machine.
+    """
+
+    def __init__(self, app, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = [500]
+
+        async def send_and_record(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.observe_http(route, scope["method"], status[0], time.monotonic() - started)
+
+        await self.app(scope, receive, send_and_record)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from selfeval.block import AnswerStream, answer_before_block, render_output
 from selfeval.card import ModelCard
-from selfeval.prompts import PromptError, build_chat_messages, build_see_base_prompt, validate_messages
+from selfeval.prompts import PromptError, render_prompt, validate_messages
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
 from server.errors import EngineError, InvalidRequestError, RequestTimeoutError, describe_validation_errors
@@ -42,10 +42,7 @@ class GenerationService:
 
     def prompt_ids(self, conversation: list[dict[str, str]]) -> list[int]:
         try:
-            if self.card.prompt_mode == "see-base":
-                text = build_see_base_prompt(conversation)
-            else:
-                text = self.engine.apply_chat_template(build_chat_messages(conversation))
+            text = render_prompt(conversation, self.card.prompt_mode, self.engine.apply_chat_template)
         except PromptError as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
         return self.engine.encode(text)
