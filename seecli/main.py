@@ -1,4 +1,4 @@
-"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`."""
+"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import typer
 
 from seecli import generate as generate_cmd
 from seecli import model as model_cmd
+from seecli import train as train_cmd
 
 app = typer.Typer(help="SEE Sidecar: answers that come with their predicted judge scores.", no_args_is_help=True)
 app.add_typer(model_cmd.app, name="model")
 app.command("generate")(generate_cmd.generate)
+app.command("train")(train_cmd.train)
+app.add_typer(train_cmd.judge_app, name="judge")
 
 
 @app.command()

@@ -1,0 +1,56 @@
+"""Masked judge distillation: rows, the five supervised tokens, and a loss blind to everything else."""
+
+import pytest
+import torch
+
+from selfeval.rubric import ATTRIBUTES
+from training.distill import DistillError, SftRow, build_row, masked_digit_loss, masked_example, pad_batch
+
+JUDGE = {"helpfulness": 7, "correctness": 6, "coherence": 8, "complexity": 3, "verbosity": 2}
+PROMPT = "<|im_start|>user\nName a prime number.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_row_is_prompt_answer_and_canonical_block_with_judge_scores():
+    row = build_row(3, PROMPT, "  Seven is prime.\n", JUDGE, {**JUDGE, "helpfulness": 9})
+    assert row.text == (
+        PROMPT + 'Seven is prime.\n\n[SELF_EVAL]\n{"helpfulness": 7, "correctness": 6, "coherence": 8, '
+        '"complexity": 3, "verbosity": 2}\n[/SELF_EVAL]'
+    )
+    assert {a: row.text[slice(*row.digit_spans[a])] for a in ATTRIBUTES} == {a: str(v) for a, v in JUDGE.items()}
+    assert row.mae_before == pytest.approx(2 / 5)
+    assert SftRow.from_dict(row.to_dict()) == row
+
+
+def test_exactly_the_five_digit_tokens_are_supervised(tokenizer):
+    row = build_row(0, PROMPT, "Seven (7) is prime; so are 2, 3 and 5.", JUDGE, None)
+    example = masked_example(row, tokenizer, 4096)
+    supervised = [i for i, label in enumerate(example["labels"]) if label != -100]
+    assert len(supervised) == 5
+    assert [tokenizer.decode([example["input_ids"][i]]) for i in supervised] == [str(JUDGE[a]) for a in ATTRIBUTES]
+    with pytest.raises(DistillError, match="max_length"):
+        masked_example(row, tokenizer, 10)
+
+
+def test_loss_ignores_every_non_digit_target():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 12, 50)
+    targets = torch.randint(0, 50, (2, 12))
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, [3, 5, 7, 9, 11]] = True
+    mask[1, [2, 4, 6, 8, 10]] = True
+    loss = masked_digit_loss(logits, targets, mask)
+    scrambled = targets.clone()
+    scrambled[~mask] = torch.randint(0, 50, (int((~mask).sum()),))
+    assert torch.equal(masked_digit_loss(logits, scrambled, mask), loss)
+    changed = targets.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % 50
+    assert not torch.equal(masked_digit_loss(logits, changed, mask), loss)
+    # mean over the ten supervised tokens unless a step-wide count is given
+    assert masked_digit_loss(logits, targets, mask, normaliser=20) == pytest.approx(loss.item() / 2)
+
+
+def test_padding_keeps_labels_and_marks_the_score_mask():
+    batch = pad_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, -100]}, {"input_ids": [5], "labels": [-100]}], 0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["score_mask"].tolist() == [[False, True, False], [False, False, False]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

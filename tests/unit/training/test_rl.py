@@ -1,0 +1,81 @@
+"""RL phase pieces that need no training: cutting completions after the closing tag, the rollout log, GRPO args."""
+
+import json
+
+from training.config import load_config
+from training.rl import RolloutLog, cut_after_close_tag, grpo_args, grpo_settings
+
+
+def test_completion_is_cut_right_after_the_closing_tag(tokenizer):
+    text = 'Hi.\n\n[SELF_EVAL]\n{"helpfulness": 7}\n[/SELF_EVAL]\nUser: more text the model ran on with'
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    cut = cut_after_close_tag(ids, tokenizer.decode)
+    assert "[/SELF_EVAL]" in tokenizer.decode(cut) and "[/SELF_EVAL]" not in tokenizer.decode(cut[:-1])
+    assert "User:" not in tokenizer.decode(cut)
+    no_tag = tokenizer.encode("no block here", add_special_tokens=False)
+    assert cut_after_close_tag(no_tag, tokenizer.decode) == no_tag
+
+
+def test_rollout_log_survives_a_torn_line(tmp_path):
+    log = RolloutLog(tmp_path / "r.jsonl")
+    log.append({"a": 1})
+    with open(tmp_path / "r.jsonl", "a") as handle:
+        handle.write('{"a": ')
+    log.append({"a": 2})
+    assert [r["a"] for r in log.read()] == [1, 2]
+    assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0]) == {"a": 1}
+
+
+def test_grpo_is_set_to_the_papers_algorithm(tmp_path):
+    config = load_config("paper")
+    args = grpo_args(config, tmp_path, cycle=1, on_gpu=False, world_size=1)
+    assert (args.beta, args.epsilon, args.num_iterations, args.loss_type) == (0.01, 0.2, 1, "dapo")
+    assert (args.temperature, args.top_p, args.top_k, args.learning_rate) == (0.8, 0.9, 25, 1e-6)
+    assert args.num_generations == 8 and args.entropy_coef == 0.001 and args.scale_rewards == "group"
+    # one optimiser update per step: 16 prompts x 8 samples over batches of 8 completions
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 128
+    assert args.generation_kwargs == {"stop_strings": ["[/SELF_EVAL]"]}
+    gpu = grpo_settings(config, tmp_path, cycle=1, on_gpu=True, world_size=4)  # GRPOConfig wants a GPU for bf16
+    assert gpu["use_vllm"] and gpu["bf16"] and gpu["gradient_checkpointing"]
+    assert gpu["generation_kwargs"] == {"stop": ["[/SELF_EVAL]"], "include_stop_str_in_output": True}
+    assert gpu["per_device_train_batch_size"] * gpu["gradient_accumulation_steps"] * 4 == 128
+
+
+def test_reward_judges_valid_blocks_only_and_logs_every_rollout(tmp_path):
+    import asyncio
+
+    from selfeval.judge import JudgeClient, JudgeSettings
+    from training.loop import _rollout_summary
+    from training.progress import NullProgress
+    from training.reward import score_reward
+    from training.rl import RewardContext, make_reward_function
+    from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
+
+    config = load_config("cpu-smoke")
+    scores = {"helpfulness": 7, "correctness": 7, "coherence": 8, "complexity": 2, "verbosity": 2}
+    group = _group(scores)
+    valid = (
+        'Paris is the capital.\n\n[SELF_EVAL]\n{"helpfulness": 7, "correctness": 7, "coherence": 8, '
+        '"complexity": 2, "verbosity": 2}\n[/SELF_EVAL]'
+    )
+    with running_rule_judge() as (url, state):
+        judge = JudgeClient(JudgeSettings(base_url=url, model=RULE_JUDGE_MODEL, api_key_env="", max_attempts=1))
+        log = RolloutLog(tmp_path / "rollouts.jsonl")
+        reward = make_reward_function(RewardContext(config, {5: group}, judge, log, 1, NullProgress()))
+        rewards = asyncio.run(reward(prompts=["p", "p"], completions=[valid, "Paris."], group_index=[5, 5]))
+        assert state.requests == 1  # the invalid output never reaches the judge
+    records = log.read()
+    judged = next(r for r in records if r["format_ok"])
+    assert rewards[0] == score_reward(scores, judged["judge_scores"], config.reward).reward
+    assert rewards[1] == -1.0
+    assert {r["collection_status"] for r in records} == {"judge_ok", "format_invalid"}
+    summary = _rollout_summary(records)
+    assert summary["format_rate"] == 0.5 and summary["reward"] == (rewards[0] - 1) / 2
+
+
+def _group(scores):
+    from selfeval.judge import Reference
+    from training.data import PromptGroup
+
+    conversation = [{"role": "user", "content": "What is the capital of France?"}]
+    return PromptGroup(5, "What is the capital of France?", conversation, [Reference("Paris.", scores)])

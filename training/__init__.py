@@ -1,0 +1,1 @@
+"""SEE training: the closed loop of calibration-coupled GRPO and masked judge distillation."""

@@ -1,0 +1,242 @@
+"""Training configuration: validated dataclasses, YAML presets, `--set key=value` overrides.
+
+Building a config imports no torch. A run saves its resolved config (`config.yaml`) and a resumed run must be
+started with the same one (the loop refuses a mismatch instead of mixing two experiments in one directory).
+Presets live in `training/presets/*.yaml`; a preset only lists what differs from the defaults below, which are
+the paper's values (see-method.md s.3-7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfeval.judge import JudgeSettings
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = "data/helpsteer2/helpsteer2_kitware_subset.jsonl.gz"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "see"
+    base_model: str = "default"  # a checkpoint directory with see_card.json, or "default" (the default model)
+    prompt_mode: str = "auto"  # auto = the base model card's mode; or see-base / chat
+    cycles: int = 15
+    seed: int = 42
+    device: str = "auto"  # auto (cuda when present), cpu or cuda
+    keep_checkpoints: str = "last"  # last: drop earlier cycles' RL/SFT weights; all: keep them
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = DEFAULT_DATA  # HelpSteer2 jsonl(.gz); relative paths are taken from the repository root
+    kitware_file: str | None = "train.json"  # keep rows of this half of the subset; None keeps every row
+    window_size: int = 160
+    max_prompt_tokens: int = 4096  # longer prompts are filtered out before the window is sampled
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    kind: str = "see"  # see, or rlcr (the adapted-RLCR baseline of s.11)
+    w_quality: float = 0.7
+    w_calibration: float = 0.3
+    calibration_gamma: float = 2.0
+    format_penalty: float = -1.0
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    steps: int = 10
+    prompts_per_step: int = 16
+    num_generations: int = 8
+    per_device_batch: int = 16  # completions per forward pass; gradient accumulation makes up the step
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 25
+    learning_rate: float = 1e-6
+    kl_coef: float = 0.01  # KL as a loss term, k3 (low-variance) estimator
+    entropy_coef: float = 0.001
+    clip_epsilon: float = 0.2
+    loss_type: str = "dapo"  # token-mean over the whole step, verl's default aggregation
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_completion_tokens: int = 8192
+    use_vllm: bool = True  # vLLM rollouts (GPU hosts); ignored on CPU
+    gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    max_samples: int = 400
+    per_prompt_cap: int = 4
+    selection: str = "balanced"  # balanced (the paper's) or largest_mae
+    include_format_failures: bool = False  # also distil answers whose block was invalid (judged for SFT only)
+    min_rows: int = 1
+    learning_rate: float = 2e-6
+    per_device_batch: int = 2
+    grad_accum: int = 4
+    epochs: int = 1
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    max_length: int = 12288
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def data_path(self) -> Path:
+        path = Path(self.data.path).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+def validate(config: TrainConfig) -> None:
+    problems = []
+    run, data, reward, rl, sft = config.run, config.data, config.reward, config.rl, config.sft
+    if run.cycles < 1:
+        problems.append("run.cycles must be >= 1")
+    if run.prompt_mode not in ("auto", "see-base", "chat"):
+        problems.append("run.prompt_mode must be auto, see-base or chat")
+    if run.device not in ("auto", "cpu", "cuda"):
+        problems.append("run.device must be auto, cpu or cuda")
+    if run.keep_checkpoints not in ("last", "all"):
+        problems.append("run.keep_checkpoints must be last or all")
+    if data.window_size != rl.steps * rl.prompts_per_step:
+        problems.append(
+            f"data.window_size ({data.window_size}) must equal rl.steps x rl.prompts_per_step "
+            f"({rl.steps} x {rl.prompts_per_step}): one RL phase is exactly one pass over the window"
+        )
+    if reward.kind not in ("see", "rlcr"):
+        problems.append("reward.kind must be see or rlcr")
+    if reward.w_quality < 0 or reward.w_calibration < 0 or reward.w_quality + reward.w_calibration <= 0:
+        problems.append("reward weights must be >= 0 with a positive sum")
+    if reward.calibration_gamma <= 1.0:
+        problems.append("reward.calibration_gamma must be > 1 (convex error amplification)")
+    if min(rl.steps, rl.prompts_per_step, rl.num_generations, rl.per_device_batch, rl.max_completion_tokens) < 1:
+        problems.append("rl sizes must be >= 1")
+    if rl.num_generations < 2:
+        problems.append("rl.num_generations must be >= 2 (GRPO compares completions within a group)")
+    completions = rl.prompts_per_step * rl.num_generations
+    if completions % rl.per_device_batch or rl.per_device_batch % rl.num_generations:
+        problems.append(
+            f"rl.per_device_batch ({rl.per_device_batch}) must divide the {completions} completions per step "
+            f"and be a multiple of rl.num_generations ({rl.num_generations})"
+        )
+    if not (rl.temperature > 0 and 0 < rl.top_p <= 1):
+        problems.append("rl.temperature must be > 0 and rl.top_p in (0, 1]")
+    if sft.selection not in ("balanced", "largest_mae"):
+        problems.append("sft.selection must be balanced or largest_mae")
+    if min(sft.max_samples, sft.per_prompt_cap, sft.per_device_batch, sft.grad_accum, sft.epochs, sft.min_rows) < 1:
+        problems.append("sft sizes must be >= 1")
+    if problems:
+        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a YAML or command-line value into the field's declared type."""
+    hint = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+        if type(None) in hint:
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    for kind in (t for t in hint if t is not type(None)):
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            continue
+        try:
+            if kind in (int, float) and isinstance(value, bool):
+                continue
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                continue
+            return kind(value)
+        except (TypeError, ValueError):
+            continue
+    raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(f'{prefix}{k}' for k in unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name} must be a mapping")
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `section.key=value` to a nested dict (the value is parsed as YAML: 3, 0.5, true, null)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    *parents, leaf = key.strip().split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_config(source: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """A preset name or a YAML file, plus overrides -> a validated TrainConfig."""
+    path = Path(source)
+    if not path.is_file():
+        path = PRESETS_DIR / f"{source}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{source!r} is neither a YAML file nor a preset ({', '.join(preset_names())})")
+    tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return _build(TrainConfig, tree, "")
+
+
+def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, tree, "")
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

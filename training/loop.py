@@ -1,0 +1,358 @@
+"""The closed SEE loop: cycles of (GRPO phase -> judge-relabelled rows -> masked SFT), resumable.
+
+Layout of a run directory:
+    config.yaml, run_manifest.json, window.jsonl (+ _summary.json), judge_cache.jsonl
+    cycle_<c>/cycle_manifest.json, rl/{rollouts.jsonl, model/}, sft_data/, sft_model/
+    final/   the last cycle's SFT model with its see_card.json (`see serve --model RUN/final`)
+Resume (see-method.md s.7.2, fixed): every phase records itself in the cycle manifest only when its outputs are
+complete, and a restarted run skips recorded phases. A phase that was cut short is redone from its input; its
+judge calls come from the judge cache, so nothing is paid twice. What resume needs is kept: the input model of
+the current cycle stays until the cycle is recorded done; earlier weights go when `keep_checkpoints: last`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfeval.card import Lineage, ModelCard, digit_token_ids_for, load_card, write_card
+from selfeval.judge import JudgeClient, JudgeSettings
+from selfeval.prompts import render_prompt
+from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
+from training.data import load_groups, read_window, sample_window, write_window
+from training.distill import SftRow, build_row, rows_path, run_sft, select_rows
+from training.progress import NullProgress, Progress
+from training.rl import RolloutLog, run_rl_phase
+
+log = logging.getLogger(__name__)
+KILL_HOOK_ENV = "SEE_TRAIN_KILL_AFTER"  # test hook: "cycle1.rl" SIGKILLs the run right after that phase
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (too few usable rows, a run directory from another config)."""
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _kill_hook(label: str) -> None:
+    if os.environ.get(KILL_HOOK_ENV) == label:
+        log.warning("%s=%s: killing this run now (test hook)", KILL_HOOK_ENV, label)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class RunContext:
+    config: TrainConfig
+    run_dir: Path
+    base_model: Path
+    prompt_mode: str
+    on_gpu: bool
+    progress: Progress
+    judge: JudgeClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.config.judge
+        cache = settings.cache_path or str(self.run_dir / "judge_cache.jsonl")
+        self.judge = JudgeClient(JudgeSettings(**{**settings.__dict__, "cache_path": cache}))
+
+
+def resolve_base_model(config: TrainConfig) -> Path:
+    if config.run.base_model == "default":
+        from selfeval.models import prepare_default_model
+
+        return prepare_default_model(report=log.info)
+    path = Path(config.run.base_model).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"run.base_model {config.run.base_model!r} is not a directory (or 'default')")
+    load_card(path)  # a clear error now rather than after the first phase
+    return path
+
+
+def prepare_run(config: TrainConfig, run_dir: Path, progress: Progress | None = None) -> RunContext:
+    """Create or reopen a run directory; a reopened one must have been started with the same config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if saved.exists():
+        import yaml
+
+        previous = config_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        if previous != config:
+            raise TrainingError(
+                f"{run_dir} was started with another config (see {saved}); resume with the same config, "
+                "or start a new run directory"
+            )
+    else:
+        saved.write_text(dump_config(config), encoding="utf-8")
+    import torch
+
+    on_gpu = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
+    base = resolve_base_model(config)
+    mode = config.run.prompt_mode if config.run.prompt_mode != "auto" else load_card(base).prompt_mode
+    return RunContext(config, run_dir, base, mode, on_gpu, progress or NullProgress())
+
+
+def _prompt_texts(ctx: RunContext, model_dir: Path, groups) -> list[str]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def template(messages):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return [render_prompt(g.conversation, ctx.prompt_mode, template) for g in groups]
+
+
+def ensure_window(ctx: RunContext):
+    """The fixed window: sampled once per run (length-filtered first), then reused by every cycle."""
+    path = ctx.run_dir / "window.jsonl"
+    if path.exists():
+        return read_window(path)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx.base_model)
+    groups = load_groups(ctx.config.data_path(), ctx.config.data.kitware_file)
+    texts = dict(zip((g.index for g in groups), _prompt_texts(ctx, ctx.base_model, groups), strict=True))
+    window = sample_window(
+        groups,
+        ctx.config.data.window_size,
+        ctx.config.run.seed,
+        lambda g: len(tokenizer(texts[g.index], add_special_tokens=False)["input_ids"]),
+        ctx.config.data.max_prompt_tokens,
+    )
+    write_window(window, path)
+    return window.groups
+
+
+def _rollout_summary(records: list[dict]) -> dict:
+    valid = [r for r in records if r.get("format_ok")]
+
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else None
+
+    return {
+        "rollouts": len(records),
+        "format_rate": len(valid) / len(records) if records else 0.0,
+        "reward": mean(r["reward"]["reward"] for r in records),
+        "quality": mean(r["reward"]["quality"] for r in valid),
+        "calibration": mean(r["reward"]["calibration"] for r in valid),
+        "calibration_linear": mean(r["reward"]["calibration_linear"] for r in valid),
+        "mae": mean(r["reward"]["mae"] for r in valid),
+    }
+
+
+def _counter_delta(ctx: RunContext, before: dict) -> dict:
+    after = ctx.judge.counters.as_dict()
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> dict:
+    rl_dir = cycle_dir / "rl"
+    if rl_dir.exists():  # a phase cut short: keep its log for the record, redo it from the input model
+        stale = rl_dir / "rollouts.jsonl"
+        if stale.exists():
+            stale.rename(rl_dir / f"rollouts.aborted-{int(time.time())}.jsonl")
+        shutil.rmtree(rl_dir / "model", ignore_errors=True)
+    before = ctx.judge.counters.as_dict()
+    rl = ctx.config.rl
+    ctx.progress.start("rl_steps", f"cycle {cycle} GRPO steps", rl.steps)
+    ctx.progress.start("rollouts", f"cycle {cycle} rollouts", rl.steps * rl.prompts_per_step * rl.num_generations)
+    ctx.progress.start("judge", f"cycle {cycle} judge (RL)", None)
+    texts = _prompt_texts(ctx, input_model, window)
+    result = run_rl_phase(
+        ctx.config,
+        input_model,
+        list(zip(window, texts, strict=True)),
+        rl_dir,
+        ctx.judge,
+        cycle,
+        ctx.progress,
+        ctx.on_gpu,
+    )
+    for task in ("rl_steps", "rollouts", "judge"):
+        ctx.progress.finish(task)
+    records = RolloutLog(rl_dir / "rollouts.jsonl").read()
+    return {
+        "model": str(rl_dir / "model"),
+        "rollout_log": str(rl_dir / "rollouts.jsonl"),
+        "summary": _rollout_summary(records),
+        "judge": _counter_delta(ctx, before),
+        "steps": result["steps"],
+    }
+
+
+async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str]) -> dict:
+    groups = {g.index: g for g in window}
+    rows: list[SftRow] = []
+    skipped: dict[str, int] = {}
+    for record in records:
+        index, answer = record["index"], record.get("answer_text")
+        if record.get("collection_status") == "judge_ok":
+            judge_scores, self_scores = record["judge_scores"], record["self_scores"]
+        elif ctx.config.sft.include_format_failures and answer:
+            group = groups[index]
+            judge_scores = (await ctx.judge.judge(group.conversation, answer, group.references)).scores
+            self_scores = None
+            ctx.progress.advance("judge")
+        else:
+            reason = record.get("collection_status", "unknown") if answer else "empty_answer"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        rows.append(build_row(index, prompt_text[index], answer, judge_scores, self_scores))
+    return {"rows": rows, "skipped": skipped}
+
+
+def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
+    import asyncio
+
+    records = [r for r in RolloutLog(Path(rl_info["rollout_log"])).read()]
+    texts = dict(zip((g.index for g in window), _prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
+    before = ctx.judge.counters.as_dict()
+    ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
+    built = asyncio.run(_rows_from_rollouts(ctx, records, window, texts))
+    ctx.progress.finish("judge")
+    rows = built["rows"]
+    if len(rows) < ctx.config.sft.min_rows:
+        raise TrainingError(
+            f"cycle {cycle}: only {len(rows)} usable rollouts (need sft.min_rows={ctx.config.sft.min_rows}); "
+            f"skipped: {built['skipped']}. More RL steps, a longer rl.max_completion_tokens, or "
+            "sft.include_format_failures=true give more rows."
+        )
+    selected = select_rows(rows, ctx.config.sft, ctx.config.run.seed + cycle)
+    path = rows_path(cycle_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in selected), encoding="utf-8")
+    os.replace(tmp, path)
+    summary = {
+        "raw_rollouts": len(records),
+        "usable": len(rows),
+        "selected": len(selected),
+        "skipped": built["skipped"],
+        "relabelled_format_failures": sum(r.self_scores is None for r in selected),
+        "mean_mae_before": _mean(r.mae_before for r in selected if r.mae_before is not None),
+    }
+    _write_json(path.parent / "summary.json", summary)
+    return {"rows": str(path), "summary": summary, "judge": _counter_delta(ctx, before)}
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, data_info: dict) -> dict:
+    rows = [SftRow.from_dict(json.loads(line)) for line in Path(data_info["rows"]).read_text().splitlines() if line]
+    out = cycle_dir / "sft_model"
+    shutil.rmtree(out, ignore_errors=True)
+    metrics = run_sft(
+        rows, Path(rl_info["model"]), out, ctx.config.sft, ctx.config.run.seed + cycle, ctx.progress, ctx.on_gpu
+    )
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    _write_card(ctx, out, cycle)
+    _write_json(cycle_dir / "sft_metrics.json", metrics)
+    return {"model": str(out), "metrics": {k: v for k, v in metrics.items() if k != "losses"}}
+
+
+def _write_card(ctx: RunContext, model_dir: Path, cycle: int) -> None:
+    from transformers import AutoTokenizer
+
+    base_card = load_card(ctx.base_model)
+    window_summary = _read_json(ctx.run_dir / "window_summary.json")
+    card = ModelCard(
+        model_name=f"{ctx.config.run.name}-cycle{cycle}",
+        prompt_mode=ctx.prompt_mode,
+        digit_token_ids=digit_token_ids_for(AutoTokenizer.from_pretrained(model_dir)),
+        lineage=Lineage(
+            base_model=base_card.lineage.base_model,
+            source=f"see train ({ctx.config.run.name})",
+            cycles=cycle,
+            judge=ctx.config.judge.model,
+            data_window=f"{ctx.config.data.path} [{ctx.config.data.kitware_file}] "
+            f"{window_summary.get('rows')} prompts, seed {window_summary.get('seed')}",
+            parent=base_card.model_name,
+        ),
+    )
+    write_card(model_dir, card)
+
+
+def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
+    cycle_dir = ctx.run_dir / f"cycle_{cycle}"
+    cycle_dir.mkdir(exist_ok=True)
+    manifest_path = cycle_dir / "cycle_manifest.json"
+    manifest = _read_json(manifest_path) or {"cycle": cycle, "input_model": str(input_model), "phases": {}}
+    phases = manifest["phases"]
+    for name, run in (
+        ("rl", lambda: rl_phase(ctx, cycle, cycle_dir, input_model, window)),
+        ("sft_data", lambda: sft_data_phase(ctx, cycle, cycle_dir, phases["rl"], window)),
+        ("sft", lambda: sft_phase(ctx, cycle, cycle_dir, phases["rl"], phases["sft_data"])),
+    ):
+        if name in phases:
+            log.info("cycle %d: %s already done, skipped", cycle, name)
+            continue
+        started = time.monotonic()
+        phases[name] = run() | {"seconds": round(time.monotonic() - started, 1)}
+        _write_json(manifest_path, manifest)
+        _kill_hook(f"cycle{cycle}.{name}")
+    return manifest
+
+
+def run_training(ctx: RunContext, on_cycle_done=None) -> dict:
+    """Run (or resume) every cycle; returns the run manifest. `on_cycle_done(manifest)` after each cycle."""
+    manifest_path = ctx.run_dir / "run_manifest.json"
+    run_manifest = _read_json(manifest_path) or {
+        "run_dir": str(ctx.run_dir),
+        "seed_model": str(ctx.base_model),
+        "prompt_mode": ctx.prompt_mode,
+        "cycles": ctx.config.run.cycles,
+        "rl_steps_per_cycle": ctx.config.rl.steps,
+        "prompts_per_step": ctx.config.rl.prompts_per_step,
+        "window": str(ctx.run_dir / "window.jsonl"),
+        "judge": ctx.config.judge.model,
+        "cycles_done": 0,
+        "final_model": None,
+    }
+    _write_json(manifest_path, run_manifest)
+    window = ensure_window(ctx)
+    model = ctx.base_model
+    for cycle in range(1, ctx.config.run.cycles + 1):
+        cycle_manifest = run_cycle(ctx, cycle, model, window)
+        model = Path(cycle_manifest["phases"]["sft"]["model"])
+        run_manifest["cycles_done"] = max(run_manifest["cycles_done"], cycle)
+        _write_json(manifest_path, run_manifest)
+        if ctx.config.run.keep_checkpoints == "last":
+            _drop_old_weights(ctx, cycle)
+        if on_cycle_done is not None:
+            on_cycle_done(cycle_manifest)
+    final = ctx.run_dir / "final"
+    if not (final / "see_card.json").exists():
+        shutil.rmtree(final, ignore_errors=True)
+        if ctx.config.run.keep_checkpoints == "last":
+            os.replace(model, final)  # same filesystem: atomic, and no second copy of the weights
+        else:
+            shutil.copytree(model, final)
+    run_manifest["final_model"] = str(final)
+    _write_json(manifest_path, run_manifest)
+    return run_manifest
+
+
+def _drop_old_weights(ctx: RunContext, cycle: int) -> None:
+    """After cycle c is recorded: its RL weights and cycle c-1's SFT weights are no longer needed."""
+    shutil.rmtree(ctx.run_dir / f"cycle_{cycle}" / "rl" / "model", ignore_errors=True)
+    shutil.rmtree(ctx.run_dir / f"cycle_{cycle}" / "rl" / "trainer", ignore_errors=True)
+    if cycle > 1:
+        shutil.rmtree(ctx.run_dir / f"cycle_{cycle - 1}" / "sft_model", ignore_errors=True)

@@ -1,0 +1,271 @@
+"""The RL phase: calibration-coupled GRPO on TRL's GRPOTrainer, with the judge in the reward and a rollout log.
+
+Choices (see-method.md s.4-5.1):
+- GRPO is set explicitly (TRL's defaults differ): KL as a loss term with coefficient 0.01 (TRL's estimator is
+  k3, verl's `low_var_kl`), group-normalised advantages, clip 0.2, one PPO epoch, token-mean aggregation over
+  the step (`dapo`, verl's default), entropy bonus 0.001, constant LR 1e-6, sampling 0.8 / 0.9 / top-k 25.
+- One step = `prompts_per_step` prompts x `num_generations` completions = one optimiser update (gradient
+  accumulation makes up the step when a forward pass holds fewer completions).
+- Generation stops right after `[/SELF_EVAL]`, kept in the output: vLLM gets the stop string with
+  include-in-output; plain `generate` gets `stop_strings` (and the tokenizer it needs); either way each
+  completion is cut after the first closing tag so no token after it is trained.
+- The reward is async: invalid blocks get the format penalty without a judge call; valid answers are judged
+  concurrently through the cached client. Every completion is appended to the rollout log (fsynced JSONL)
+  before its reward is returned; judge exhaustion raises and stops the phase (it never becomes a reward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfeval.block import CLOSE_TAG, BlockParseError, answer_before_block, parse_output
+from selfeval.judge import JudgeClient
+from training.config import TrainConfig
+from training.data import PromptGroup
+from training.progress import Progress
+from training.reward import format_failure, score_reward
+
+
+class RolloutLog:
+    """Append-only JSONL of rollouts; each line is flock-protected, flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+        with self.path.open("a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(_line_start(handle) + line)
+            handle.flush()
+            os.fsync(handle.fileno())
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+        return records
+
+
+def _line_start(handle) -> str:
+    """A newline when the file ends in a line torn by a kill, so the next record starts on its own line."""
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return ""
+    handle.seek(size - 1)
+    last = handle.read(1)
+    handle.seek(size)
+    return "" if last == "\n" else "\n"
+
+
+@dataclass
+class RewardContext:
+    config: TrainConfig
+    window: dict[int, PromptGroup]
+    judge: JudgeClient
+    log: RolloutLog
+    cycle: int
+    progress: Progress
+
+
+async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, step: int) -> float:
+    record = {
+        "timestamp": time.time(),
+        "cycle": ctx.cycle,
+        "step": step,
+        "index": group.index,
+        "conversation": group.conversation,
+        "raw_output": completion,
+        "raw_output_chars": len(completion),
+        "reference_count": len(group.references),
+    }
+    try:
+        parsed = parse_output(completion)
+    except BlockParseError as exc:
+        breakdown = format_failure(ctx.config.reward)
+        record |= {
+            "format_ok": False,
+            "format_error": exc.rule,
+            "answer_text": answer_before_block(completion) or None,
+            "self_scores": None,
+            "judge_scores": None,
+            "reward": breakdown.as_dict(),
+            "collection_status": "format_invalid",
+        }
+    else:
+        judgement = await ctx.judge.judge(group.conversation, parsed.answer, group.references)
+        ctx.progress.advance("judge")
+        breakdown = score_reward(parsed.scores, judgement.scores, ctx.config.reward)
+        record |= {
+            "format_ok": True,
+            "answer_text": parsed.answer,
+            "self_scores": parsed.scores,
+            "judge_scores": judgement.scores,
+            "judge_cached": judgement.cached,
+            "abs_errors": breakdown.abs_errors,
+            "reward": breakdown.as_dict(),
+            "collection_status": "judge_ok",
+        }
+    ctx.log.append(record)
+    ctx.progress.advance("rollouts")
+    return breakdown.reward
+
+
+def make_reward_function(ctx: RewardContext):
+    """The async reward TRL calls with every completion of a step (plus the dataset's `group_index`)."""
+
+    async def see_reward(prompts, completions, group_index, trainer_state=None, **_) -> list[float]:
+        step = int(getattr(trainer_state, "global_step", 0)) + 1
+        groups = [ctx.window[int(i)] for i in group_index]
+        rewards = await asyncio.gather(
+            *(_reward_one(ctx, g, c, step) for g, c in zip(groups, completions, strict=True))
+        )
+        return list(rewards)
+
+    return see_reward
+
+
+def cut_after_close_tag(token_ids: list[int], decode) -> list[int]:
+    """The shortest prefix of `token_ids` whose text contains the closing tag (all of it when there is none)."""
+    if CLOSE_TAG not in decode(token_ids):
+        return token_ids
+    low, high = 1, len(token_ids)
+    while low < high:
+        middle = (low + high) // 2
+        if CLOSE_TAG in decode(token_ids[:middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return token_ids[:low]
+
+
+def _trainer_class():
+    from trl import GRPOTrainer
+
+    class SeeGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose completions end right after `[/SELF_EVAL]` on every generation backend."""
+
+        def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+            decode = functools.partial(self.processing_class.decode, skip_special_tokens=False)
+            cut = [cut_after_close_tag(list(ids), decode) for ids in completion_ids]
+            if logprobs is not None:
+                logprobs = [lp[: len(ids)] for lp, ids in zip(logprobs, cut, strict=True)]
+            return cut, logprobs
+
+    return SeeGRPOTrainer
+
+
+def grpo_args(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: bool, world_size: int):
+    from trl import GRPOConfig
+
+    return GRPOConfig(**grpo_settings(config, output_dir, cycle, on_gpu, world_size))
+
+
+def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: bool, world_size: int) -> dict:
+    """GRPOConfig keyword arguments: the paper's GRPO spelled out (TRL's defaults differ)."""
+    rl = config.rl
+    completions = rl.prompts_per_step * rl.num_generations
+    per_pass = rl.per_device_batch * world_size
+    if completions % per_pass:
+        raise ValueError(f"{completions} completions per step do not split over {world_size} x {rl.per_device_batch}")
+    use_vllm = rl.use_vllm and on_gpu
+    stop = {"stop": [CLOSE_TAG], "include_stop_str_in_output": True} if use_vllm else {"stop_strings": [CLOSE_TAG]}
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=rl.steps,
+        per_device_train_batch_size=rl.per_device_batch,
+        gradient_accumulation_steps=completions // per_pass,
+        num_generations=rl.num_generations,
+        learning_rate=rl.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm,
+        beta=rl.kl_coef,
+        epsilon=rl.clip_epsilon,
+        num_iterations=1,
+        loss_type=rl.loss_type,
+        scale_rewards="group",
+        entropy_coef=rl.entropy_coef,
+        temperature=rl.temperature,
+        top_p=rl.top_p,
+        top_k=rl.top_k,
+        max_completion_length=rl.max_completion_tokens,
+        generation_kwargs=stop,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        seed=config.run.seed + cycle,
+        data_seed=config.run.seed + cycle,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
+    )
+
+
+def run_rl_phase(
+    config: TrainConfig,
+    model_dir: Path,
+    prompts: list[tuple[PromptGroup, str]],
+    out_dir: Path,
+    judge: JudgeClient,
+    cycle: int,
+    progress: Progress,
+    on_gpu: bool,
+) -> dict:
+    """GRPO from `model_dir` over the window; saves the policy to `out_dir/model`; returns step metrics."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    # `generate` needs the tokenizer to honour stop_strings; TRL does not pass it.
+    model.generate = functools.partial(model.generate, tokenizer=tokenizer)
+    dataset = Dataset.from_list([{"prompt": text, "group_index": group.index} for group, text in prompts])
+    log = RolloutLog(out_dir / "rollouts.jsonl")
+    ctx = RewardContext(config, {g.index: g for g, _ in prompts}, judge, log, cycle, progress)
+    steps: list[dict] = []
+
+    class StepCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                steps.append({"step": state.global_step, **logs})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            progress.advance("rl_steps")
+
+    trainer = _trainer_class()(
+        model=model,
+        reward_funcs=[make_reward_function(ctx)],
+        args=grpo_args(config, out_dir / "trainer", cycle, on_gpu, PartialState().num_processes),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StepCallback()],
+    )
+    trainer.train()
+    trainer.save_model(str(out_dir / "model"))
+    if trainer.accelerator.is_main_process:
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(out_dir / "model")
+    return {"steps": steps}
