@@ -27,6 +27,7 @@ from server.scoring import Readout, forced_readout, read_self_evaluation
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+WARMUP_TIMEOUT_S = 600.0
 
 
 class GenerationService:
@@ -111,11 +112,17 @@ class GenerationService:
         return prompt_ids, spec
 
     async def complete(
-        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str, *, record_metrics: bool = True
+        self,
+        prompt_ids: list[int],
+        spec: SamplingSpec,
+        request_id: str,
+        *,
+        record_metrics: bool = True,
+        timeout_s: float | None = None,
     ) -> tuple[Generation, Readout | None]:
         """Generate one answer and read its self-evaluation (when `spec.read_digits`)."""
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
+            async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
                 generation = await self.engine.generate(prompt_ids, spec, request_id)
                 readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
         except TimeoutError:
@@ -216,7 +223,9 @@ class GenerationService:
         if readout is not None:
             self.metrics.observe_readout(readout.source, readout.distributions)
 
-    async def generate(self, request: GenerateRequest, *, record_metrics: bool = True) -> GenerateResponse:
+    async def generate(
+        self, request: GenerateRequest, *, record_metrics: bool = True, timeout_s: float | None = None
+    ) -> GenerateResponse:
         prompt_ids, spec = self.prepare(
             request.conversation(),
             max_tokens=request.max_tokens,
@@ -227,7 +236,9 @@ class GenerationService:
             read_digits=request.score,
         )
         request_id = new_request_id()
-        generation, readout = await self.complete(prompt_ids, spec, request_id, record_metrics=record_metrics)
+        generation, readout = await self.complete(
+            prompt_ids, spec, request_id, record_metrics=record_metrics, timeout_s=timeout_s
+        )
         answer = answer_text(generation, readout)
         decision = self.decide(readout, request.decision_thresholds) if request.score else None
         return GenerateResponse(
@@ -246,8 +257,12 @@ class GenerationService:
         )
 
     async def warmup(self) -> None:
-        """One short request through every code path, so the first real request is not the slow one."""
-        await self.generate(GenerateRequest(prompt="Say hello.", max_tokens=8, temperature=0.0), record_metrics=False)
+        """One short request through every code path, so the first real request is not the slow one.
+
+        Not bound by the client request timeout: on a busy host the first pass can take longer than a small
+        SEE_REQUEST_TIMEOUT_S, and that must not stop the server from loading."""
+        warm = GenerateRequest(prompt="Say hello.", max_tokens=8, temperature=0.0)
+        await self.generate(warm, record_metrics=False, timeout_s=WARMUP_TIMEOUT_S)
 
 
 def answer_text(generation: Generation, readout: Readout | None) -> str:

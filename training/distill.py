@@ -264,6 +264,7 @@ def run_sft(
         "supervised_tokens": len(examples) * len(ATTRIBUTES),
         "update_steps": result.global_step,
         "mean_loss": float(result.training_loss),
+        "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
         "losses": losses,
         "loss_scope": "five self-eval score tokens only",
     }
