@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from selfeval.journal import append_record, read_records
 from selfeval.rubric import ATTRIBUTE_DEFINITIONS, ATTRIBUTES, SCALE_MAX, ScoreError, validate_scores
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,11 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._entries: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                    self._entries[record["key"]] = validate_scores(record["scores"])
-                except (json.JSONDecodeError, KeyError, TypeError, ScoreError):
-                    continue  # a line torn by a crash mid-write: that call is simply made again
+        for record in read_records(self.path):
+            try:
+                self._entries[record["key"]] = validate_scores(record["scores"])
+            except (KeyError, TypeError, ScoreError):
+                continue
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -189,18 +188,8 @@ class JudgeCache:
         return self._entries.get(key)
 
     def put(self, key: str, scores: dict[str, int]) -> None:
-        line = json.dumps({"key": key, "scores": scores}) + "\n"
         with self._lock:
-            with self.path.open("a+", encoding="utf-8") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                if size:  # after a line torn by a kill, start on a fresh line
-                    handle.seek(size - 1)
-                    torn = handle.read(1) != "\n"
-                    handle.seek(size)
-                    line = "\n" + line if torn else line
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_record(self.path, {"key": key, "scores": scores})
             self._entries[key] = scores
 
 

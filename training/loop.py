@@ -139,19 +139,14 @@ def ensure_window(ctx: RunContext):
 
 def _rollout_summary(records: list[dict]) -> dict:
     valid = [r for r in records if r.get("format_ok")]
-
-    def mean(values):
-        values = list(values)
-        return sum(values) / len(values) if values else None
-
     return {
         "rollouts": len(records),
         "format_rate": len(valid) / len(records) if records else 0.0,
-        "reward": mean(r["reward"]["reward"] for r in records),
-        "quality": mean(r["reward"]["quality"] for r in valid),
-        "calibration": mean(r["reward"]["calibration"] for r in valid),
-        "calibration_linear": mean(r["reward"]["calibration_linear"] for r in valid),
-        "mae": mean(r["reward"]["mae"] for r in valid),
+        "reward": _mean(r["reward"]["reward"] for r in records),
+        "quality": _mean(r["reward"]["quality"] for r in valid),
+        "calibration": _mean(r["reward"]["calibration"] for r in valid),
+        "calibration_linear": _mean(r["reward"]["calibration_linear"] for r in valid),
+        "mae": _mean(r["reward"]["mae"] for r in valid),
     }
 
 
@@ -219,7 +214,7 @@ async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prom
 def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
     import asyncio
 
-    records = [r for r in RolloutLog(Path(rl_info["rollout_log"])).read()]
+    records = RolloutLog(Path(rl_info["rollout_log"])).read()
     texts = dict(zip((g.index for g in window), _prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
     before = ctx.judge.counters.as_dict()
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)

@@ -17,15 +17,13 @@ Choices (see-method.md s.4-5.1):
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfeval.block import CLOSE_TAG, BlockParseError, answer_before_block, parse_output
+from selfeval.journal import append_record, read_records
 from selfeval.judge import JudgeClient
 from training.config import TrainConfig
 from training.data import PromptGroup
@@ -34,42 +32,17 @@ from training.reward import format_failure, score_reward
 
 
 class RolloutLog:
-    """Append-only JSONL of rollouts; each line is flock-protected, flushed and fsynced."""
+    """Append-only JSONL of rollouts (`selfeval.journal`: flock-protected, fsynced, torn lines skipped)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-        with self.path.open("a+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(_line_start(handle) + line)
-            handle.flush()
-            os.fsync(handle.fileno())
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        append_record(self.path, record)
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-write
-        return records
-
-
-def _line_start(handle) -> str:
-    """A newline when the file ends in a line torn by a kill, so the next record starts on its own line."""
-    size = handle.seek(0, os.SEEK_END)
-    if size == 0:
-        return ""
-    handle.seek(size - 1)
-    last = handle.read(1)
-    handle.seek(size)
-    return "" if last == "\n" else "\n"
+        return read_records(self.path)
 
 
 @dataclass
