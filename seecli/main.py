@@ -1,4 +1,4 @@
-"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`."""
+"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`, `see eval`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from seecli import evaluate as eval_cmd
 from seecli import generate as generate_cmd
 from seecli import model as model_cmd
 from seecli import train as train_cmd
@@ -15,6 +16,8 @@ app.add_typer(model_cmd.app, name="model")
 app.command("generate")(generate_cmd.generate)
 app.command("train")(train_cmd.train)
 app.add_typer(train_cmd.judge_app, name="judge")
+app.command("eval")(eval_cmd.evaluate)
+app.command("eval-compare")(eval_cmd.compare)
 
 
 @app.command()

@@ -97,10 +97,15 @@ def rule_based(
     host: str = typer.Option("127.0.0.1", help="Bind address"),
     port: int = typer.Option(8100, help="Port"),
     latency_s: float = typer.Option(0.0, help="Added latency per request (benchmarks)"),
+    variant: str = typer.Option("rule-based-judge-v1", help="rule-based-judge-v1 or rule-based-judge-v1-strict"),
 ) -> None:
     """Serve the deterministic rule-based judge (OpenAI chat API) for CPU runs and tests; not a quality judge."""
     import uvicorn
 
     from training.rule_judge import create_app
 
-    uvicorn.run(create_app(latency_s=latency_s), host=host, port=port, log_level="warning")
+    try:
+        app = create_app(latency_s=latency_s, model=variant)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning")

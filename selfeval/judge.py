@@ -11,6 +11,8 @@ once. The judge is any OpenAI-compatible chat endpoint. Choices (see-method.md s
 - Request parameters are configurable for APIs that reject `temperature` or want `max_completion_tokens`.
 - A persistent cache keyed by (judge model, messages) so a resumed run never pays twice for the same call: one
   JSON line per judged answer, flushed and fsynced before the score is used; a torn last line is ignored.
+- A pairwise prompt (`compare`: which of two answers is better, "A" / "B" / "tie") for response win rates in
+  evaluation, with the same strictness, retries and cache.
 """
 
 from __future__ import annotations
@@ -162,35 +164,84 @@ def parse_judge_reply(content: str) -> dict[str, int]:
         raise JudgeFormatError(str(exc)) from None
 
 
+PAIRWISE_SYSTEM_PROMPT = """You are an impartial judge comparing two AI assistant responses to the same \
+conversation. Decide which response better serves the user's latest request: helpful, correct and complete, \
+clear. Do not let the order of the responses, their length or the assistants' names influence you. Answer \
+"tie" only when neither response is better.
+
+Output only a JSON object with one key, "winner", whose value is "A", "B" or "tie"."""
+PAIR_HEADER_A = "[Response A]"
+PAIR_HEADER_B = "[Response B]"
+PAIRWISE_INSTRUCTION = 'Which response is better? Output ONLY JSON: {"winner": "A" | "B" | "tie"}'
+VERDICTS = ("A", "B", "tie")
+
+
+def pairwise_messages(conversation: Sequence[Mapping[str, str]], answer_a: str, answer_b: str) -> list[dict[str, str]]:
+    """System + user message asking which of two answers to one conversation is better."""
+    turns = "\n\n".join(f"[{m['role'].capitalize()}]\n{m['content']}" for m in conversation)
+    user = "\n\n".join(
+        [turns, f"{PAIR_HEADER_A}\n{answer_a.strip()}", f"{PAIR_HEADER_B}\n{answer_b.strip()}", PAIRWISE_INSTRUCTION]
+    )
+    return [{"role": "system", "content": PAIRWISE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def parse_pairwise_reply(content: str) -> str:
+    """ "A", "B" or "tie" from a reply that must be pure JSON {"winner": ...}."""
+    text = (content or "").strip()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise JudgeFormatError(f"judge reply is not pure JSON: {text[:120]!r}") from None
+    return _check_verdict(data)
+
+
+def _check_verdict(data: object) -> str:
+    if not isinstance(data, dict) or set(data) != {"winner"} or data["winner"] not in VERDICTS:
+        raise JudgeFormatError(f'pairwise reply must be {{"winner": one of {list(VERDICTS)}}}')
+    return data["winner"]
+
+
+_VALIDATORS = {"scores": validate_scores, "verdict": lambda value: _check_verdict({"winner": value})}
+
+
 def cache_key(model: str, messages: Sequence[Mapping[str, str]]) -> str:
     payload = json.dumps([model, list(messages)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 class JudgeCache:
-    """Append-only JSONL of judged answers, keyed by `cache_key`; every write is fsynced before it counts."""
+    """Append-only JSONL of judge replies, keyed by `cache_key`; every write is fsynced before it counts.
+
+    A record holds either `scores` (a judged answer) or `verdict` (a pairwise comparison); the key already
+    separates the two (different prompts), and a value that no longer validates is treated as a miss.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._entries: dict[str, dict[str, int]] = {}
+        self._entries: dict[str, dict] = {}
         self._lock = threading.Lock()
         for record in read_records(self.path):
-            try:
-                self._entries[record["key"]] = validate_scores(record["scores"])
-            except (KeyError, TypeError, ScoreError):
-                continue
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                self._entries[record["key"]] = record
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> dict[str, int] | None:
-        return self._entries.get(key)
+    def get(self, key: str, kind: str = "scores") -> object | None:
+        record = self._entries.get(key)
+        if record is None or kind not in record:
+            return None
+        try:
+            return _VALIDATORS[kind](record[kind])
+        except (JudgeFormatError, ScoreError, TypeError, AttributeError):
+            return None
 
-    def put(self, key: str, scores: dict[str, int]) -> None:
+    def put(self, key: str, value: object, kind: str = "scores") -> None:
         with self._lock:
-            append_record(self.path, {"key": key, "scores": scores})
-            self._entries[key] = scores
+            record = {"key": key, kind: value}
+            append_record(self.path, record)
+            self._entries[key] = record
 
 
 @dataclass
@@ -262,15 +313,26 @@ class JudgeClient:
     ) -> Judgement:
         """Scores for one answer: from the cache, else from the judge (raises JudgeExhaustedError)."""
         messages = judge_messages(conversation, answer, references)
+        scores, cached, attempts = await self._ask(messages, parse_judge_reply, "scores")
+        return Judgement(scores=scores, cached=cached, attempts=attempts)
+
+    async def compare(self, conversation: Sequence[Mapping[str, str]], answer_a: str, answer_b: str) -> str:
+        """The judge's verdict "A", "B" or "tie" on two answers, cached like scores."""
+        verdict, _, _ = await self._ask(
+            pairwise_messages(conversation, answer_a, answer_b), parse_pairwise_reply, "verdict"
+        )
+        return verdict
+
+    async def _ask(self, messages: list[dict[str, str]], parse, kind: str) -> tuple:
         key = cache_key(self.settings.model, messages)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        if self.cache is not None and (hit := self.cache.get(key, kind)) is not None:
             self.counters.cache_hits += 1
-            return Judgement(scores=hit, cached=True)
+            return hit, True, 0
         body = self.request_body(messages)
         last_error = ""
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                scores = parse_judge_reply(await self._call(body))
+                value = parse(await self._call(body))
             except JudgeFormatError as exc:
                 self.counters.format_failures += 1
                 last_error = str(exc)
@@ -280,8 +342,8 @@ class JudgeClient:
             else:
                 self.counters.judged += 1
                 if self.cache is not None:
-                    self.cache.put(key, scores)
-                return Judgement(scores=scores, cached=False, attempts=attempt)
+                    self.cache.put(key, value, kind)
+                return value, False, attempt
             if attempt < self.settings.max_attempts:
                 delay = min(self.settings.backoff_base_s * 2 ** (attempt - 1), self.settings.backoff_max_s)
                 await self._sleep(delay * random.uniform(0.5, 1.0))

@@ -5,6 +5,9 @@ user's words, length, repetition, word length), so that training and evaluation 
 HTTP without a paid API, and give the same scores every time. It speaks the same wire format as any judge
 (`POST /v1/chat/completions`, plain JSON or SSE), and can inject latency and faults for tests and benchmarks:
 `script` is a list of behaviours ("500", "invalid", "hang", "ok") used by the first requests, in order.
+`rule-based-judge-v1-strict` is a second judge with different rules (cut-off answers and short ones score lower),
+so that cross-judge checks have two judges that disagree on something. Pairwise judge messages
+(`selfeval.judge.pairwise_messages`) get the answer with the higher rule quality.
 `GET /stats` reports how many requests it served and how often each judge prompt came back (to prove that a
 resumed run never pays twice for one call).
 """
@@ -23,10 +26,20 @@ from collections.abc import Iterator, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from selfeval.judge import RATE_INSTRUCTION, RESPONSE_HEADER, cache_key
-from selfeval.rubric import ATTRIBUTES, SCALE_MAX
+from selfeval.judge import (
+    PAIR_HEADER_A,
+    PAIR_HEADER_B,
+    PAIRWISE_INSTRUCTION,
+    RATE_INSTRUCTION,
+    RESPONSE_HEADER,
+    cache_key,
+)
+from selfeval.rubric import ATTRIBUTES, SCALE_MAX, quality_of
 
 RULE_JUDGE_MODEL = "rule-based-judge-v1"
+STRICT_RULE_JUDGE_MODEL = "rule-based-judge-v1-strict"  # a second, different judge for cross-judge checks
+RULE_JUDGES = (RULE_JUDGE_MODEL, STRICT_RULE_JUDGE_MODEL)
+_FINISHED = (".", "!", "?", '"', "'", ")", "`", "*")
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
@@ -55,12 +68,56 @@ def rule_scores(user_request: str, answer: str) -> dict[str, int]:
     }
 
 
+def strict_rule_scores(user_request: str, answer: str) -> dict[str, int]:
+    """The strict variant: the v1 scores, with helpfulness and correctness 2 lower for an answer that stops
+    mid-sentence (cut off by its token budget) and complexity 1 lower for answers under 40 words."""
+    scores = rule_scores(user_request, answer)
+    if not answer.rstrip().endswith(_FINISHED):
+        scores["helpfulness"] = _clamp(scores["helpfulness"] - 2)
+        scores["correctness"] = _clamp(scores["correctness"] - 2)
+    if len(_WORD.findall(answer)) < 40:
+        scores["complexity"] = _clamp(scores["complexity"] - 1)
+    return scores
+
+
+_SCORERS = {RULE_JUDGE_MODEL: rule_scores, STRICT_RULE_JUDGE_MODEL: strict_rule_scores}
+
+
+def rule_verdict(user_request: str, answer_a: str, answer_b: str, scorer=rule_scores) -> str:
+    """Who wins ("A", "B" or "tie"): the answer with the higher rule-based quality."""
+    quality_a = quality_of(scorer(user_request, answer_a))
+    quality_b = quality_of(scorer(user_request, answer_b))
+    return "tie" if quality_a == quality_b else ("A" if quality_a > quality_b else "B")
+
+
+def _last_user_turn(head: str) -> str:
+    turns = re.findall(
+        r"\[User\]\n(.*?)(?=\n\n\[(?:User|Assistant|System)\]\n|\n\nBelow are reference|\n\n\[Response A\]|\Z)",
+        head,
+        re.S,
+    )
+    return turns[-1] if turns else head
+
+
 def split_judge_prompt(user_message: str) -> tuple[str, str]:
     """(last user request, answer) out of a judge user message built by `selfeval.judge.judge_messages`."""
     head, _, tail = user_message.rpartition(f"{RESPONSE_HEADER}\n")
-    answer = tail.removesuffix(f"\n\n{RATE_INSTRUCTION}")
-    turns = re.findall(r"\[User\]\n(.*?)(?=\n\n\[(?:User|Assistant|System)\]\n|\n\nBelow are reference|\Z)", head, re.S)
-    return (turns[-1] if turns else head), answer
+    return _last_user_turn(head), tail.removesuffix(f"\n\n{RATE_INSTRUCTION}")
+
+
+def split_pairwise_prompt(user_message: str) -> tuple[str, str, str]:
+    """(last user request, answer A, answer B) out of a message built by `selfeval.judge.pairwise_messages`."""
+    head, _, rest = user_message.partition(f"\n\n{PAIR_HEADER_A}\n")
+    answer_a, _, tail = rest.partition(f"\n\n{PAIR_HEADER_B}\n")
+    return _last_user_turn(head), answer_a, tail.removesuffix(f"\n\n{PAIRWISE_INSTRUCTION}")
+
+
+def rule_reply(user_message: str, model: str = RULE_JUDGE_MODEL) -> str:
+    """The judge's JSON reply to a scoring or a pairwise judge message."""
+    scorer = _SCORERS[model]
+    if user_message.endswith(PAIRWISE_INSTRUCTION):
+        return json.dumps({"winner": rule_verdict(*split_pairwise_prompt(user_message), scorer=scorer)})
+    return json.dumps(scorer(*split_judge_prompt(user_message)))
 
 
 class RuleJudgeState:
@@ -86,13 +143,15 @@ class RuleJudgeState:
             }
 
 
-def create_app(script: Sequence[str] = (), latency_s: float = 0.0) -> FastAPI:
+def create_app(script: Sequence[str] = (), latency_s: float = 0.0, model: str = RULE_JUDGE_MODEL) -> FastAPI:
+    if model not in _SCORERS:
+        raise ValueError(f"unknown rule-based judge {model!r}; choose one of {list(RULE_JUDGES)}")
     app = FastAPI(title="SEE rule-based judge")
     state = app.state.judge = RuleJudgeState(script, latency_s)
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": RULE_JUDGE_MODEL, "object": "model", "owned_by": "see-sidecar"}]}
+        return {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "see-sidecar"}]}
 
     @app.get("/stats")
     async def stats() -> dict:
@@ -112,13 +171,12 @@ def create_app(script: Sequence[str] = (), latency_s: float = 0.0) -> FastAPI:
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         with state.lock:
             state.per_prompt[cache_key(str(body.get("model")), messages)] += 1
-        request_text, answer = split_judge_prompt(user)
-        content = "Scores: not JSON" if behaviour == "invalid" else json.dumps(rule_scores(request_text, answer))
+        content = "Scores: not JSON" if behaviour == "invalid" else rule_reply(user, model)
         created = int(time.time())
         if body.get("stream"):
 
             def events() -> Iterator[str]:
-                chunk = {"object": "chat.completion.chunk", "created": created, "model": RULE_JUDGE_MODEL}
+                chunk = {"object": "chat.completion.chunk", "created": created, "model": model}
                 yield f"data: {json.dumps(chunk | {'choices': [{'index': 0, 'delta': {'content': content}}]})}\n\n"
                 yield "data: [DONE]\n\n"
 
@@ -127,7 +185,7 @@ def create_app(script: Sequence[str] = (), latency_s: float = 0.0) -> FastAPI:
             "id": f"judge-{state.requests}",
             "object": "chat.completion",
             "created": created,
-            "model": RULE_JUDGE_MODEL,
+            "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         }
 
@@ -135,11 +193,17 @@ def create_app(script: Sequence[str] = (), latency_s: float = 0.0) -> FastAPI:
 
 
 @contextlib.contextmanager
-def running_rule_judge(port: int = 0, script: Sequence[str] = (), latency_s: float = 0.0, host: str = "127.0.0.1"):
+def running_rule_judge(
+    port: int = 0,
+    script: Sequence[str] = (),
+    latency_s: float = 0.0,
+    host: str = "127.0.0.1",
+    model: str = RULE_JUDGE_MODEL,
+):
     """Serve the rule-based judge on loopback in a background thread; yields (base_url, state)."""
     import uvicorn
 
-    app = create_app(script, latency_s)
+    app = create_app(script, latency_s, model)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -125,3 +125,41 @@ def test_torn_cache_line_is_ignored(tmp_path):
     assert len(reopened) == 1
     reopened.put("k2", {"helpfulness": 1, "correctness": 2, "coherence": 3, "complexity": 4, "verbosity": 5})
     assert len(JudgeCache(tmp_path / "c.jsonl")) == 2
+
+
+def test_pairwise_reply_is_strict():
+    from selfeval.judge import parse_pairwise_reply
+
+    assert parse_pairwise_reply(' {"winner": "tie"} ') == "tie"
+    for bad in ('{"winner": "C"}', '{"winner": "A", "why": "x"}', "A", '```json\n{"winner": "A"}\n```'):
+        with pytest.raises(JudgeFormatError):
+            parse_pairwise_reply(bad)
+
+
+def test_pairwise_verdicts_over_http_follow_the_rules_in_both_orders_and_are_cached(tmp_path):
+    from training.rule_judge import STRICT_RULE_JUDGE_MODEL, rule_verdict, split_pairwise_prompt
+
+    good = "Water houseplants when the soil is dry and keep them in bright indirect light; tips that work."
+    bad = "plants plants plants plants"
+    assert rule_verdict(CONVERSATION[0]["content"], good, bad) == "A"
+    from selfeval.judge import pairwise_messages
+
+    user = pairwise_messages(CONVERSATION, good, bad)[1]["content"]
+    assert split_pairwise_prompt(user) == (CONVERSATION[0]["content"], good, bad)
+    with running_rule_judge() as (url, state):
+        client = JudgeClient(settings(url, tmp_path))
+
+        async def both():
+            return await client.compare(CONVERSATION, good, bad), await client.compare(CONVERSATION, bad, good)
+
+        assert asyncio.run(both()) == ("A", "B")
+        assert state.requests == 2
+        rerun = JudgeClient(settings(url, tmp_path))
+        assert asyncio.run(rerun.compare(CONVERSATION, good, bad)) == "A"
+        assert state.requests == 2 and rerun.counters.cache_hits == 1
+    with running_rule_judge(model=STRICT_RULE_JUDGE_MODEL) as (url, _):
+        strict = JudgeClient(settings(url, tmp_path, model=STRICT_RULE_JUDGE_MODEL, cache_path=None))
+        cut_off = "Water them only when the soil is dry, and give them bright indirect"
+        scores = asyncio.run(strict.judge(CONVERSATION, cut_off, None)).scores
+        lenient = rule_scores(CONVERSATION[0]["content"], cut_off)
+        assert scores["helpfulness"] == max(0, lenient["helpfulness"] - 2)

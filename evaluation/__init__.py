@@ -1,0 +1,1 @@
+"""SEE evaluation: answers with self-scores, judged, measured for calibration, reported."""
