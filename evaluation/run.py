@@ -69,6 +69,12 @@ class EvalSpec:
         }
 
 
+def _shown(model: str | None) -> str | None:
+    """A model path as reports show it: the home directory as `~`, so reports carry no user's absolute path."""
+    home = str(Path.home())
+    return "~" + model[len(home) :] if model and model.startswith(home + "/") else model
+
+
 def _write_json(path: Path, data: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -285,7 +291,7 @@ def run_eval(spec: EvalSpec, out: Path, progress: Progress | None = None) -> dic
     models = {a.get("model") for a in answers.values() if a.get("model")}
     metrics["run"] = {
         "label": spec.label or (sorted(models)[0] if models else Path(spec.model or spec.answers_from).name),
-        "model": spec.model or json.loads((Path(spec.answers_from) / SPEC).read_text())["identity"]["model"],
+        "model": _shown(spec.model or json.loads((Path(spec.answers_from) / SPEC).read_text())["identity"]["model"]),
         "answers_from": spec.answers_from,
         "prompts": spec.prompts,
         "items": len(items),
