@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+from server import launch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -60,31 +57,9 @@ def engine_env() -> dict[str, str]:
     }
 
 
-@contextmanager
 def served(command: list[str], env: dict, log_path: Path, ready_url: str, timeout: float = 600):
-    """Run a server until the block ends; yields once `ready_url` answers 200."""
-    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{' '.join(command[:3])} exited early; see {log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready in {timeout} s; see {log_path}")
-            try:
-                if httpx.get(ready_url, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """Run a server from the repository root until the block ends; yields once `ready_url` answers 200."""
+    return launch.served(command, env, log_path, ready_url, timeout, cwd=REPO)
 
 
 def sidecar_server(model_dir: Path, port: int, log_path: Path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,9 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from evaluation.prompt_sets import EvalItem
+from server.launch import ServerStartError, served
 from training.config import REPO_ROOT
 
 READY_TIMEOUT_S = 900
@@ -68,32 +66,18 @@ def local_sidecar(model_dir: Path, log_path: Path, max_model_len: int | None = N
     env = {**os.environ, "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_HOST": "127.0.0.1"}
     if max_model_len:
         env["SEE_MAX_MODEL_LEN"] = str(max_model_len)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise AnswerError(f"the sidecar exited with {process.returncode} while loading; see {log_path}")
-            if time.monotonic() > deadline:
-                raise AnswerError(f"the sidecar was not ready after {READY_TIMEOUT_S} s; see {log_path}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        with served(
+            [sys.executable, "-m", "server"],
+            env,
+            log_path,
+            f"http://127.0.0.1:{port}/ready",
+            READY_TIMEOUT_S,
+            cwd=REPO_ROOT,
+        ):
+            yield f"http://127.0.0.1:{port}"
+    except ServerStartError as exc:
+        raise AnswerError(f"the sidecar did not start: {exc}") from None
 
 
 class SidecarAnswerer:
