@@ -13,8 +13,8 @@ CPU_UNWANTED := torchvision torchaudio torchcodec triton
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -U pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[$(ENGINE),train,dev]" -e clients/python 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/python -c "import vllm, fastapi, transformers, trl, pytest, see_client"
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[$(ENGINE),train,dev,postgres]" -e clients/python 2>&1 | grep -v "^WARNING: Location" || true
+	$(VENV)/bin/python -c "import vllm, fastapi, transformers, trl, pytest, see_client, psycopg"
 	if [ "$(ENGINE)" = "cpu" ]; then $(VENV)/bin/python -m pip uninstall -q -y $(CPU_UNWANTED) 2>&1 | grep -v "^WARNING" || true; fi
 	touch $(STAMP)
 

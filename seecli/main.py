@@ -1,4 +1,5 @@
-"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`, `see eval`."""
+"""`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`, `see eval`,
+`see calibrate fit|show`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from seecli import calibrate as calibrate_cmd
 from seecli import evaluate as eval_cmd
 from seecli import generate as generate_cmd
 from seecli import model as model_cmd
@@ -18,6 +20,7 @@ app.command("train")(train_cmd.train)
 app.add_typer(train_cmd.judge_app, name="judge")
 app.command("eval")(eval_cmd.evaluate)
 app.command("eval-compare")(eval_cmd.compare)
+app.add_typer(calibrate_cmd.app, name="calibrate")
 
 
 @app.command()

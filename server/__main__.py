@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from selfeval.calibration import CalibrationError, CalibrationMap, calibration_path, load_calibration
 from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
 from selfeval.models import ProvisionError, prepare_default_model
 from server.app import build_app
@@ -31,12 +32,24 @@ def resolve_model(settings: Settings) -> tuple[Path, ModelCard]:
     return model_dir, card
 
 
+def resolve_calibration(settings: Settings, model_dir: Path, card: ModelCard) -> CalibrationMap | None:
+    """The explicit calibration file, else see_calibration.json beside the card, else none."""
+    path = settings.calibration_file or calibration_path(model_dir)
+    if not path.is_file():
+        return None
+    calibration = load_calibration(path)
+    calibration.check_for(card)
+    log.info("calibration %s loaded from %s (fitted on %d verdicts)", calibration.version, path, calibration.fitted_on)
+    return calibration
+
+
 def serve(settings: Settings) -> int:
     """Run the server until it is stopped; returns the process exit code."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         model_dir, card = resolve_model(settings)
-    except (CardError, ProvisionError) as exc:
+        calibration = resolve_calibration(settings, model_dir, card)
+    except (CardError, ProvisionError, CalibrationError) as exc:
         log.error("%s", exc)
         return 2
     holder: dict[str, uvicorn.Server] = {}
@@ -44,7 +57,7 @@ def serve(settings: Settings) -> int:
     def stop() -> None:
         holder["server"].should_exit = True
 
-    app = build_app(settings, model_dir, card, build_engine_in_thread, on_fatal=stop)
+    app = build_app(settings, model_dir, card, build_engine_in_thread, on_fatal=stop, calibration=calibration)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30

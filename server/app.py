@@ -18,12 +18,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from selfeval.calibration import CalibrationMap, card_fingerprint
 from selfeval.card import ModelCard
 from server.engine import Engine, SchedulerObserver
 from server.errors import NotReadyError, install_error_handlers
+from server.feedback_loop import FeedbackLoop
 from server.limits import RequestLimits
 from server.metrics import HttpMetricsMiddleware, ServiceMetrics
-from server.routes import generate, health, openai, score
+from server.routes import feedback, generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings
 
@@ -41,6 +43,8 @@ class AppState:
     metrics: ServiceMetrics
     engine: Engine | None = None
     service: GenerationService | None = None
+    calibration: CalibrationMap | None = None
+    feedback_loop: FeedbackLoop | None = None
     load_error: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     created_at: float = field(default_factory=time.time)
@@ -59,16 +63,28 @@ def build_app(
     card: ModelCard,
     engine_builder: EngineBuilder,
     on_fatal: Callable[[], None] | None = None,
+    calibration: CalibrationMap | None = None,
 ) -> FastAPI:
     model_name = settings.served_model_name or card.model_name
-    state = AppState(settings, model_dir, card, model_name, ServiceMetrics(model_name))
+    state = AppState(settings, model_dir, card, model_name, ServiceMetrics(model_name), calibration=calibration)
 
     async def load() -> None:
         try:
+            if settings.ledger.enabled:  # before the engine: feedback works while the model loads
+                state.feedback_loop = await FeedbackLoop.open(settings, card_fingerprint(card), state.metrics)
+                state.feedback_loop.start()
             state.engine = await engine_builder(
                 settings, model_dir, card.digit_token_ids, state.metrics.observe_scheduler
             )
-            service = GenerationService(state.engine, card, settings, state.metrics, model_name)
+            service = GenerationService(
+                state.engine,
+                card,
+                settings,
+                state.metrics,
+                model_name,
+                calibration=calibration,
+                feedback_loop=state.feedback_loop,
+            )
             if settings.warmup:
                 started = time.monotonic()
                 await service.warmup()
@@ -92,6 +108,8 @@ def build_app(
             task.cancel()
             if state.engine is not None:
                 state.engine.shutdown()
+            if state.feedback_loop is not None:
+                await state.feedback_loop.stop()
 
     app = FastAPI(
         title="SEE Sidecar",
@@ -115,4 +133,5 @@ def build_app(
     app.include_router(generate.router)
     app.include_router(openai.router)
     app.include_router(score.router)
+    app.include_router(feedback.router)
     return app

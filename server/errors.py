@@ -39,6 +39,11 @@ class NotFoundError(ServiceError):
     error_type = "not_found_error"
 
 
+class ConflictError(ServiceError):
+    status_code = 409
+    error_type = "conflict_error"
+
+
 class NotReadyError(ServiceError):
     status_code = 503
     error_type = "service_unavailable"

@@ -17,6 +17,7 @@ import json
 from prometheus_client import Gauge
 
 MODEL_ROUTES = ("/generate", "/v1/")
+UNQUEUED_ROUTES = ("/v1/feedback",)  # needs a key like any /v1 route, but no engine capacity
 OPEN_ROUTES = ("/health", "/ready")
 
 
@@ -90,7 +91,7 @@ class RequestLimits:
             if body is None:
                 return await self._reject(send, *self._too_large())
             receive = self._replay(body)
-        if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)):
+        if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)) or path.startswith(UNQUEUED_ROUTES):
             return await self.app(scope, receive, send)
         if self.pending >= self.max_pending:
             return await self._reject(

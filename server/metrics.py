@@ -106,6 +106,71 @@ class ServiceMetrics:
             ["model_name"],
             registry=self.registry,
         )
+        self._calibration_metrics()
+
+    def _calibration_metrics(self) -> None:
+        """Ledger, feedback, shadow judging and calibration drift (issue: calibration in production)."""
+        self.ledger_writes = Counter(
+            "see_ledger_writes",
+            "Ledger writes by kind (response, feedback) and outcome (ok, error, timeout)",
+            ["model_name", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "see_feedback",
+            "Judge verdicts received, by source (api, shadow) and status (created, duplicate, conflict, unknown_id)",
+            ["model_name", "source", "status"],
+            registry=self.registry,
+        )
+        self.absolute_error = Histogram(
+            "see_calibration_absolute_error",
+            "|expected self-score - judge score| per attribute, one observation per new verdict (0-9 scale)",
+            ["model_name", "attribute"],
+            buckets=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0),
+            registry=self.registry,
+        )
+        self.rolling_mae = Gauge(
+            "see_calibration_rolling_mae",
+            "Mean absolute error of the expected self-score vs the judge over the recent feedback window",
+            ["model_name", "attribute"],
+            registry=self.registry,
+        )
+        self.rolling_ece = Gauge(
+            "see_calibration_rolling_ece",
+            "Top-label digit ECE over the recent feedback window",
+            ["model_name", "attribute"],
+            registry=self.registry,
+        )
+        self.window_size = Gauge(
+            "see_calibration_window_records",
+            "Feedback records in the recent and the reference window",
+            ["model_name", "window"],
+            registry=self.registry,
+        )
+        self.drift_delta = Gauge(
+            "see_calibration_drift_delta",
+            "Recent minus reference mean absolute error (mean over attributes; > 0 = worse)",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "see_calibration_drift",
+            "1 when recent calibration is worse than the reference beyond threshold and noise, else 0",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.shadow_requests = Counter(
+            "see_shadow_judge_requests",
+            "Shadow judging by outcome (queued, dropped_queue_full, judged, failed, error)",
+            ["model_name", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_queue = Gauge(
+            "see_shadow_judge_queue_depth",
+            "Responses waiting for the shadow judge",
+            ["model_name"],
+            registry=self.registry,
+        )
 
     def observe_http(self, route: str, method: str, status_code: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status_code)).inc()
@@ -126,6 +191,10 @@ class ServiceMetrics:
         self.engine_requests.labels(self.model_name, "waiting").set(snapshot.waiting)
         self.engine_requests.labels(self.model_name, "running").set(snapshot.running)
         self.kv_cache_usage.labels(self.model_name).set(snapshot.kv_cache_usage)
+
+    def observe_absolute_errors(self, errors: dict[str, float]) -> None:
+        for attribute, error in errors.items():
+            self.absolute_error.labels(self.model_name, attribute).observe(error)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
 
-from selfeval.rubric import SCALE_MAX
+from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
 ReadoutSource = Literal["generated", "forced", "unavailable"]
 
@@ -65,6 +65,13 @@ class AttributeScore(BaseModel):
     emitted: int | None = Field(description="The digit the model wrote (generated readout), else null")
 
 
+class CalibratedEvaluation(BaseModel):
+    version: str = Field(description="The calibration map's version (see_calibration.json beside the model card)")
+    method: str = Field(description="temperature or vector scaling of the digit log-probabilities")
+    scores: dict[str, AttributeScore]
+    predicted_quality: float
+
+
 class SelfEvaluation(BaseModel):
     source: ReadoutSource = Field(
         description="generated: read at the digits the model wrote; forced: teacher-forced canonical block "
@@ -74,6 +81,11 @@ class SelfEvaluation(BaseModel):
     scores: dict[str, AttributeScore] | None
     predicted_quality: float | None = Field(description="Mean expected helpfulness/correctness/coherence / 9")
     reason: str | None = Field(None, description="Why the readout is forced or unavailable")
+    calibrated: CalibratedEvaluation | None = Field(
+        None,
+        description="The same scores after the served calibration map; null when none is loaded. "
+        "`scores` above are always the model's raw distributions",
+    )
 
 
 class Usage(BaseModel):
@@ -91,3 +103,32 @@ class GenerateResponse(BaseModel):
     self_evaluation: SelfEvaluation | None
     decision: dict | None = Field(None, description="accept / review / escalate with reasons (null when score=false)")
     usage: Usage
+
+
+JudgeScores = create_model(
+    "JudgeScores",
+    __config__=ConfigDict(extra="forbid"),
+    **{a: (StrictInt, Field(ge=0, le=SCALE_MAX, description=f"The judge's {a} score")) for a in ATTRIBUTES},
+)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr = Field(min_length=1, max_length=200, description="The `id` of a /generate, chat or score response")
+    choice: StrictInt = Field(0, ge=0, le=127, description="Chat choice index (0 for /generate and /v1/score)")
+    judge_scores: JudgeScores = Field(description="All five attributes, integers 0-9")  # type: ignore[valid-type]
+    judge: StrictStr = Field(min_length=1, max_length=200, description="Who judged: a model name, 'human', ...")
+    outcome: StrictStr | None = Field(None, max_length=200, description="Optional free-form outcome label")
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    choice: int
+    judge: str
+    status: Literal["created", "duplicate"] = Field(
+        description="created: stored now; duplicate: the same verdict was already stored (nothing changed)"
+    )
+    absolute_error: dict[str, float] = Field(
+        description="|expected self-score - judge score| per attribute, from the response's raw scores"
+    )

@@ -15,14 +15,24 @@ from collections.abc import AsyncIterator
 from pydantic import ValidationError
 
 from selfeval.block import AnswerStream, answer_before_block, render_output
+from selfeval.calibration import CalibrationMap
 from selfeval.card import ModelCard
 from selfeval.prompts import PromptError, render_prompt, validate_messages
+from selfeval.readout import ScoreDistribution, predicted_quality
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
 from server.errors import EngineError, InvalidRequestError, RequestTimeoutError, describe_validation_errors
+from server.feedback_loop import FeedbackLoop
 from server.metrics import ServiceMetrics
 from server.policy import Decision, PolicyThresholds, decide
-from server.protocol import AttributeScore, GenerateRequest, GenerateResponse, SelfEvaluation, Usage
+from server.protocol import (
+    AttributeScore,
+    CalibratedEvaluation,
+    GenerateRequest,
+    GenerateResponse,
+    SelfEvaluation,
+    Usage,
+)
 from server.scoring import Readout, forced_readout, read_self_evaluation
 from server.settings import Settings
 
@@ -31,12 +41,24 @@ WARMUP_TIMEOUT_S = 600.0
 
 
 class GenerationService:
-    def __init__(self, engine: Engine, card: ModelCard, settings: Settings, metrics: ServiceMetrics, model_name: str):
+    def __init__(
+        self,
+        engine: Engine,
+        card: ModelCard,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        model_name: str,
+        *,
+        calibration: CalibrationMap | None = None,
+        feedback_loop: FeedbackLoop | None = None,
+    ):
         self.engine = engine
         self.card = card
         self.settings = settings
         self.metrics = metrics
         self.model_name = model_name
+        self.calibration = calibration
+        self.feedback_loop = feedback_loop
         # Room kept free after the answer so a forced readout of the full block always fits.
         widest_block = render_output("", {a: SCALE_MAX for a in ATTRIBUTES})
         self.readout_reserve = len(engine.encode(widest_block)) + 4
@@ -201,10 +223,57 @@ class GenerationService:
             message, param = describe_validation_errors(list(exc.errors()))
             raise InvalidRequestError(f"decision_thresholds: {message}", param=f"decision_thresholds.{param}") from None
 
+    def calibrated(self, readout: Readout | None) -> dict[str, ScoreDistribution] | None:
+        if self.calibration is None or readout is None or readout.distributions is None:
+            return None
+        return self.calibration.apply(readout.distributions)
+
     def decide(self, readout: Readout | None, overrides: dict | None) -> Decision:
-        decision = decide(readout.distributions if readout else None, self.thresholds(overrides))
+        """The policy on the calibrated scores when a map is loaded (and allowed), else on the raw ones."""
+        distributions = readout.distributions if readout else None
+        if self.settings.decide_on_calibrated and (calibrated := self.calibrated(readout)) is not None:
+            distributions = calibrated
+        decision = decide(distributions, self.thresholds(overrides))
         self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
+
+    def wire(self, readout: Readout) -> SelfEvaluation:
+        """The wire form of a readout: raw scores, plus calibrated ones when a calibration map is loaded."""
+        evaluation = to_wire(readout)
+        if (calibrated := self.calibrated(readout)) is not None and self.calibration is not None:
+            evaluation.calibrated = CalibratedEvaluation(
+                version=self.calibration.version,
+                method=self.calibration.method,
+                scores={a: AttributeScore(**calibrated[a].to_dict()) for a in ATTRIBUTES},
+                predicted_quality=predicted_quality(calibrated),
+            )
+        return evaluation
+
+    async def record(
+        self,
+        response_id: str,
+        choice: int,
+        endpoint: str,
+        conversation: list[dict[str, str]],
+        answer: str,
+        readout: Readout | None,
+        decision: Decision | None,
+    ) -> None:
+        """Put a scored response in the ledger (and maybe in front of the shadow judge); unscored ones are skipped."""
+        if self.feedback_loop is None or readout is None:
+            return
+        await self.feedback_loop.record(
+            response_id=response_id,
+            choice=choice,
+            endpoint=endpoint,
+            conversation=conversation,
+            answer=answer,
+            source=readout.source,
+            distributions=readout.distributions,
+            predicted_quality=readout.predicted_quality,
+            decision=decision.action if decision is not None else None,
+            calibration_version=self.calibration.version if self.calibration is not None else None,
+        )
 
     def _timed_out(self, request_id: str) -> RequestTimeoutError:
         log.warning("request %s exceeded %.0f s and was aborted", request_id, self.settings.request_timeout_s)
@@ -241,12 +310,14 @@ class GenerationService:
         )
         answer = answer_text(generation, readout)
         decision = self.decide(readout, request.decision_thresholds) if request.score else None
+        if record_metrics:  # not the warm-up
+            await self.record(request_id, 0, "generate", request.conversation(), answer, readout, decision)
         return GenerateResponse(
             id=request_id,
             model=self.model_name,
             answer=answer,
             finish_reason=generation.finish_reason,
-            self_evaluation=to_wire(readout) if readout is not None else None,
+            self_evaluation=self.wire(readout) if readout is not None else None,
             decision=decision.to_dict() if decision is not None else None,
             usage=Usage(
                 prompt_tokens=len(prompt_ids),

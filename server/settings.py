@@ -10,10 +10,70 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.policy import PolicyThresholds
+
+
+def default_ledger_url() -> str:
+    return str(Path.home() / ".local" / "share" / "see-sidecar" / "ledger.sqlite3")
+
+
+class LedgerSettings(BaseModel):
+    """The score ledger (SEE_LEDGER__*): every scored response and every judge verdict on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Record every scored response; /v1/feedback needs it")
+    url: str = Field(
+        default_factory=default_ledger_url,
+        description="SQLite file path (or sqlite:///path), or a postgresql:// DSN shared by replicas",
+    )
+    store_text: bool = Field(False, description="Also store prompt and answer text (off: SHA-256 hashes only)")
+    retention_days: float | None = Field(
+        None, gt=0, description="Delete responses and their feedback older than this; unset = keep everything"
+    )
+    write_timeout_s: float = Field(
+        5.0, gt=0, description="A response waits at most this long for its ledger record, then is sent anyway"
+    )
+
+
+class ShadowSettings(BaseModel):
+    """Shadow judging (SEE_SHADOW__*): a sampled share of responses sent to a judge; verdicts land as feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float = Field(0.0, ge=0.0, le=1.0, description="Share of scored responses to judge; 0 = off")
+    judge_url: str | None = Field(None, description="OpenAI-compatible base URL of the judge, e.g. .../v1")
+    judge_model: str | None = Field(None, description="The judge's model name")
+    judge_api_key_env: str = Field("SEE_SHADOW_JUDGE_API_KEY", description="Env variable holding the judge key")
+    queue_size: int = Field(256, ge=1, description="Responses waiting for the judge; beyond, new ones are dropped")
+    concurrency: int = Field(2, ge=1, description="Judge calls at once")
+    max_attempts: int = Field(3, ge=1, description="Attempts per response before it is counted as failed")
+    timeout_s: float = Field(60.0, ge=1, description="Timeout of one judge call")
+    backoff_base_s: float = Field(1.0, ge=0, description="First retry delay (doubles per attempt, jittered)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ShadowSettings:
+        if self.rate > 0 and not (self.judge_url and self.judge_model):
+            raise ValueError("shadow judging (rate > 0) needs judge_url and judge_model")
+        return self
+
+
+class MonitorSettings(BaseModel):
+    """Calibration monitoring from feedback (SEE_MONITOR__*): rolling MAE/ECE and the drift alarm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(200, ge=10, description="Feedback records in the recent and in the reference window")
+    min_count: int = Field(50, ge=5, description="Fewer records in either window: no drift verdict yet")
+    drift_threshold: float = Field(
+        0.75, gt=0, description="Drift when the recent mean absolute error exceeds the reference's by this (0-9)"
+    )
+    drift_z: float = Field(3.0, gt=0, description="... and the increase is this many standard errors (not noise)")
+    judge: str | None = Field(None, description="Monitor this judge's feedback only; unset = every judge")
+    refresh_interval_s: float = Field(30.0, gt=0, description="Re-read the ledger this often (other replicas)")
 
 
 class Settings(BaseSettings):
@@ -73,10 +133,25 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run one request before reporting ready, so the first user is not slow")
 
+    # calibration in production
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    calibration_file: Path | None = Field(
+        None, description="Calibration map to apply; default: see_calibration.json in the model directory, if any"
+    )
+    decide_on_calibrated: bool = Field(
+        True, description="The decision policy reads calibrated scores when a map is loaded"
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model is not None and not self.model.is_dir():
             raise ValueError(f"model directory {self.model} does not exist")
+        if self.calibration_file is not None and not self.calibration_file.is_file():
+            raise ValueError(f"calibration_file {self.calibration_file} does not exist")
+        if self.shadow.rate > 0 and not self.ledger.enabled:
+            raise ValueError("shadow judging stores its verdicts in the ledger: enable SEE_LEDGER__ENABLED")
         if self.api_key_file is not None and not self.api_key_file.is_file():
             raise ValueError(f"api_key_file {self.api_key_file} does not exist")
         return self

@@ -26,7 +26,8 @@ from server.openai_protocol import (
     ModelInfo,
     ModelList,
 )
-from server.service import GenerationService, answer_text, to_wire
+from server.policy import Decision
+from server.service import GenerationService, answer_text
 
 router = APIRouter(prefix="/v1")
 
@@ -76,15 +77,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         *(service.complete(ids, spec, f"{request_id}-{i}") for i, (ids, spec) in enumerate(prepared))
     )
     choices = []
+    conversation = [m.model_dump() for m in body.messages]
     for index, (generation, readout) in enumerate(results):
         evaluation, decision = scored(service, body, readout)
+        answer = answer_text(generation, readout)
+        await service.record(request_id, index, "chat", conversation, answer, readout, decision)
         choices.append(
             ChatChoice(
                 index=index,
-                message=AssistantMessage(content=answer_text(generation, readout)),
+                message=AssistantMessage(content=answer),
                 finish_reason=generation.finish_reason,
                 self_evaluation=evaluation,
-                decision=decision,
+                decision=decision.to_dict() if decision is not None else None,
             )
         )
     prompt_tokens = len(prepared[0][0])
@@ -101,11 +105,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     )
 
 
-def scored(service: GenerationService, body: ChatCompletionRequest, readout) -> tuple[dict | None, dict | None]:
+def scored(service: GenerationService, body: ChatCompletionRequest, readout) -> tuple[dict | None, Decision | None]:
     """The choice's SEE extension fields: (self_evaluation, decision), both None when scoring was off."""
     if not body.score:
         return None, None
-    return to_wire(readout).model_dump(), service.decide(readout, body.decision_thresholds).to_dict()
+    return service.wire(readout).model_dump(), service.decide(readout, body.decision_thresholds)
 
 
 def sse(payload: dict | str) -> str:
@@ -130,6 +134,7 @@ async def stream_chat(
         return sse(payload)
 
     queue: asyncio.Queue[str | None] = asyncio.Queue()
+    conversation = [m.model_dump() for m in body.messages]
     completion_tokens = [0] * len(prepared)
 
     async def run_choice(index: int, prompt_ids, spec) -> None:
@@ -141,8 +146,11 @@ async def stream_chat(
             generation, readout = item
             completion_tokens[index] = len(generation.token_ids)
             evaluation, decision = scored(service, body, readout)
+            answer = answer_text(generation, readout)
+            await service.record(request_id, index, "chat", conversation, answer, readout, decision)
             final = {"index": index, "delta": {}, "finish_reason": generation.finish_reason}
-            await queue.put(chunk([{**final, "self_evaluation": evaluation, "decision": decision}]))
+            wire_decision = decision.to_dict() if decision is not None else None
+            await queue.put(chunk([{**final, "self_evaluation": evaluation, "decision": wire_decision}]))
 
     async def run_all() -> None:
         try:

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from server.engine import new_request_id
 from server.openai_protocol import ScoreRequest, ScoreResponse, ScoreUsage
 from server.routes.openai import check_model
-from server.service import to_wire
 
 router = APIRouter(prefix="/v1")
 
@@ -20,10 +19,12 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
     request_id = new_request_id("score")
     prompt_ids, readout = await service.score([m.model_dump() for m in body.messages], body.response, request_id)
     decision = service.decide(readout, body.decision_thresholds)
+    conversation = [m.model_dump() for m in body.messages]
+    await service.record(request_id, 0, "score", conversation, readout.answer, readout, decision)
     return ScoreResponse(
         id=request_id,
         model=service.model_name,
-        self_evaluation=to_wire(readout),
+        self_evaluation=service.wire(readout),
         decision=decision.to_dict(),
         usage=ScoreUsage(prompt_tokens=len(prompt_ids), readout_tokens=readout.readout_tokens),
     )

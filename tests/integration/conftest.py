@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,10 +50,16 @@ def running_server(model_dir: Path, log_dir: Path, *, wait_ready: bool = True, *
     port = free_port()
     log_path = log_dir / "server.log"
     env = {**os.environ, "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_MAX_MODEL_LEN": "4096"}
+    env["SEE_LEDGER__URL"] = str(log_dir / "ledger.sqlite3")  # never the user's own ledger
     env.update({f"SEE_{name.upper()}": value for name, value in settings.items()})
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        process = subprocess.Popen(  # own process group: kill_hard() takes the engine's children too
+            [sys.executable, "-m", "server"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     running = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -71,11 +79,19 @@ def running_server(model_dir: Path, log_dir: Path, *, wait_ready: bool = True, *
             time.sleep(1)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                kill_hard(running)
+
+
+def kill_hard(running: RunningServer) -> None:
+    """SIGKILL the server and everything it started (no shutdown handlers run), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(running.process.pid, signal.SIGKILL)
+    running.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import httpx
 
 from see_client.retry import RetryPolicy
 from see_client.transport import AsyncTransport, SyncTransport
-from see_client.types import ChatResult, GenerateResult, ScoreResult, StreamEvent
+from see_client.types import ChatResult, FeedbackResult, GenerateResult, ScoreResult, StreamEvent
 
 Message = dict[str, str]
 DEFAULT_TIMEOUT_S = 600.0  # generation on a busy CPU server can take minutes
@@ -46,6 +46,11 @@ def generate_body(prompt: str | None, messages: Sequence[Message] | None, score:
 
 def score_body(messages: Sequence[Message], response: str, decision_thresholds: dict | None) -> dict:
     return _sent({"messages": list(messages), "response": response, "decision_thresholds": decision_thresholds})
+
+
+def feedback_body(response_id: str, judge_scores: dict[str, int], judge: str, choice: int, outcome: str | None) -> dict:
+    return _sent({"id": response_id, "choice": choice, "judge_scores": dict(judge_scores), "judge": judge,
+                  "outcome": outcome})  # fmt: skip
 
 
 def chat_body(model: str, messages: Sequence[Message], options: dict, stream: bool = False) -> dict:
@@ -116,6 +121,13 @@ class SeeClient(_Common):
         body = score_body(messages, response, decision_thresholds)
         return ScoreResult.model_validate(self._transport.request("POST", "/v1/score", body).json())
 
+    def feedback(
+        self, response_id: str, judge_scores: dict[str, int], *, judge: str, choice: int = 0, outcome: str | None = None
+    ) -> FeedbackResult:
+        """Report a judge's 0-9 scores for a response this server gave (its `id`; `choice` for chat choices)."""
+        body = feedback_body(response_id, judge_scores, judge, choice, outcome)
+        return FeedbackResult.model_validate(self._transport.request("POST", "/v1/feedback", body).json())
+
     def chat(self, messages: Sequence[Message], **options: Unpack[ChatOptions]) -> ChatResult:
         body = chat_body(self.served_model(), messages, dict(options))
         return ChatResult.model_validate(self._transport.request("POST", "/v1/chat/completions", body).json())
@@ -173,6 +185,13 @@ class AsyncSeeClient(_Common):
     ) -> ScoreResult:
         body = score_body(messages, response, decision_thresholds)
         return ScoreResult.model_validate((await self._transport.request("POST", "/v1/score", body)).json())
+
+    async def feedback(
+        self, response_id: str, judge_scores: dict[str, int], *, judge: str, choice: int = 0, outcome: str | None = None
+    ) -> FeedbackResult:
+        """Report a judge's 0-9 scores for a response this server gave (its `id`; `choice` for chat choices)."""
+        body = feedback_body(response_id, judge_scores, judge, choice, outcome)
+        return FeedbackResult.model_validate((await self._transport.request("POST", "/v1/feedback", body)).json())
 
     async def chat(self, messages: Sequence[Message], **options: Unpack[ChatOptions]) -> ChatResult:
         body = chat_body(await self.served_model(), messages, dict(options))

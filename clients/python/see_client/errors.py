@@ -53,6 +53,10 @@ class NotFoundError(APIStatusError):
     """404: unknown model or route."""
 
 
+class ConflictError(APIStatusError):
+    """409: the feedback contradicts a verdict already stored for the same response and judge."""
+
+
 class RequestTooLargeError(APIStatusError):
     """413: the body is over the server's size cap."""
 
@@ -77,6 +81,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     404: NotFoundError,
+    409: ConflictError,
     413: RequestTooLargeError,
     429: RateLimitError,
     503: ServiceUnavailableError,

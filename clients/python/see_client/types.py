@@ -32,12 +32,22 @@ class AttributeScore(_Open):
         return sum(self.probs[: score + 1])
 
 
+class CalibratedEvaluation(_Open):
+    """The scores after the server's calibration map (fitted from judge feedback), with the map's version."""
+
+    version: str
+    method: str
+    scores: dict[str, AttributeScore]
+    predicted_quality: float
+
+
 class SelfEvaluation(_Open):
     source: Literal["generated", "forced", "unavailable"]
     scale_max: int = 9
-    scores: dict[str, AttributeScore] | None
+    scores: dict[str, AttributeScore] | None  # the model's raw distributions
     predicted_quality: float | None
     reason: str | None = None
+    calibrated: CalibratedEvaluation | None = None  # set when the server serves a calibration map
 
     @property
     def available(self) -> bool:
@@ -130,3 +140,13 @@ class StreamEvent(_Open):
     @property
     def is_final(self) -> bool:
         return self.finish_reason is not None
+
+
+class FeedbackResult(_Open):
+    """`POST /v1/feedback`: `created` (stored now) or `duplicate` (the same verdict was already stored)."""
+
+    id: str
+    choice: int
+    judge: str
+    status: Literal["created", "duplicate"]
+    absolute_error: dict[str, float]

@@ -16,6 +16,8 @@ PAIRS = [
     (see_client.GenerateResult, protocol.GenerateResponse),
     (see_client.Decision, openai_protocol.DecisionOut),
     (see_client.ScoreResult, openai_protocol.ScoreResponse),
+    (see_client.CalibratedEvaluation, protocol.CalibratedEvaluation),
+    (see_client.FeedbackResult, protocol.FeedbackResponse),
 ]
 
 

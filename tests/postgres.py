@@ -1,0 +1,78 @@
+"""A throwaway PostgreSQL server for tests: Debian's binaries, a temporary cluster, loopback, trust auth.
+
+`.ci/run` installs Debian's `postgresql` package and sets SEE_REQUIRE_POSTGRES=1, so in CI a missing server
+fails the tests; elsewhere they are skipped with the reason. As root the cluster runs as the `postgres` user
+(PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def postgres_bindir() -> str | None:
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(os.path.realpath(found))
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(candidates[-1]) if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[str]:
+    """Start a cluster, yield its admin URL (postgresql://postgres@127.0.0.1:PORT/postgres), stop and delete it."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise FileNotFoundError("no PostgreSQL server binaries (initdb); install Debian's postgresql package")
+    root = tempfile.mkdtemp(prefix="see-pg-")
+    data = os.path.join(root, "data")
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    subprocess.run(
+        _as_server_user([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    log = os.path.join(root, "server.log")
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=on"
+    subprocess.run(
+        _as_server_user([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_server_user([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]), capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(admin_url: str) -> str:
+    """Create an empty database on the server and return its URL."""
+    import psycopg
+
+    name = f"see_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
