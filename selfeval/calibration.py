@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from selfeval.card import ModelCard
+from selfeval.jsonfile import read_json_object, write_json_atomic
 from selfeval.readout import ScoreDistribution
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
@@ -148,19 +149,9 @@ def calibration_path(model_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_calibration(path: str | os.PathLike[str]) -> CalibrationMap:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CalibrationError(f"{path} must hold a JSON object")
-    return CalibrationMap.from_dict(data)
+    return CalibrationMap.from_dict(read_json_object(path, CalibrationError))
 
 
 def write_calibration(path: str | os.PathLike[str], calibration: CalibrationMap) -> Path:
     """Write atomically (temp file + rename): a server starting meanwhile never reads half a map."""
-    path = Path(path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, calibration.to_dict())

@@ -9,13 +9,13 @@ are not single tokens, because then no single position would hold a score distri
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from selfeval.jsonfile import read_json_object, write_json_atomic
 from selfeval.rubric import ATTRIBUTES, DIGITS, SCALE_MAX
 
 CARD_FILENAME = "see_card.json"
@@ -138,19 +138,9 @@ def load_card(model_dir: str | os.PathLike[str]) -> ModelCard:
             f"no {CARD_FILENAME} in {model_dir}: prepare the default model with `see model prepare`, or write a "
             f"card for your checkpoint with `see model card {model_dir} --prompt-mode chat|see-base`"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CardError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CardError(f"{path} must hold a JSON object")
-    return ModelCard.from_dict(data)
+    return ModelCard.from_dict(read_json_object(path, CardError))
 
 
 def write_card(model_dir: str | os.PathLike[str], card: ModelCard) -> Path:
     """Write the card atomically (temp file + rename), so a crash never leaves half a card."""
-    path = card_path(model_dir)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(card_path(model_dir), card.to_dict())

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfeval.card import Lineage, ModelCard, digit_token_ids_for, load_card, write_card
+from selfeval.jsonfile import write_json_atomic
 from selfeval.judge import JudgeClient, JudgeSettings
 from selfeval.prompts import render_prompt
 from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
@@ -36,12 +37,6 @@ KILL_HOOK_ENV = "SEE_TRAIN_KILL_AFTER"  # test hook: "cycle1.rl" SIGKILLs the ru
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (too few usable rows, a run directory from another config)."""
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict:
@@ -241,7 +236,7 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
         "relabelled_format_failures": sum(r.self_scores is None for r in selected),
         "mean_mae_before": _mean(r.mae_before for r in selected if r.mae_before is not None),
     }
-    _write_json(path.parent / "summary.json", summary)
+    write_json_atomic(path.parent / "summary.json", summary)
     return {"rows": str(path), "summary": summary, "judge": _counter_delta(ctx, before)}
 
 
@@ -259,7 +254,7 @@ def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, data_
     )
     shutil.rmtree(out / "trainer", ignore_errors=True)
     _write_card(ctx, out, cycle)
-    _write_json(cycle_dir / "sft_metrics.json", metrics)
+    write_json_atomic(cycle_dir / "sft_metrics.json", metrics)
     return {"model": str(out), "metrics": {k: v for k, v in metrics.items() if k != "losses"}}
 
 
@@ -301,7 +296,7 @@ def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
             continue
         started = time.monotonic()
         phases[name] = run() | {"seconds": round(time.monotonic() - started, 1)}
-        _write_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
         _kill_hook(f"cycle{cycle}.{name}")
     return manifest
 
@@ -321,14 +316,14 @@ def run_training(ctx: RunContext, on_cycle_done=None) -> dict:
         "cycles_done": 0,
         "final_model": None,
     }
-    _write_json(manifest_path, run_manifest)
+    write_json_atomic(manifest_path, run_manifest)
     window = ensure_window(ctx)
     model = ctx.base_model
     for cycle in range(1, ctx.config.run.cycles + 1):
         cycle_manifest = run_cycle(ctx, cycle, model, window)
         model = Path(cycle_manifest["phases"]["sft"]["model"])
         run_manifest["cycles_done"] = max(run_manifest["cycles_done"], cycle)
-        _write_json(manifest_path, run_manifest)
+        write_json_atomic(manifest_path, run_manifest)
         if ctx.config.run.keep_checkpoints == "last":
             _drop_old_weights(ctx, cycle)
         if on_cycle_done is not None:
@@ -341,7 +336,7 @@ def run_training(ctx: RunContext, on_cycle_done=None) -> dict:
         else:
             shutil.copytree(model, final)
     run_manifest["final_model"] = str(final)
-    _write_json(manifest_path, run_manifest)
+    write_json_atomic(manifest_path, run_manifest)
     return run_manifest
 
 

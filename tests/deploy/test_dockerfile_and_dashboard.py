@@ -44,7 +44,7 @@ def test_both_targets_run_non_root_with_a_healthcheck_and_dependencies_before_so
     for name in ("gpu", "cpu"):
         stage = targets[name]
         assert "USER 10001" in stage and "HEALTHCHECK" in stage and "/health" in stage
-        assert stage.index("pip install -r requirements") < stage.index("COPY server")  # dependency layer first
+        assert stage.index("pip install -r requirements") < stage.index("COPY --from=build /wheels")  # deps first
         assert 'VOLUME ["/var/lib/see-sidecar"]' in stage
 
 
