@@ -16,6 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from see_client import ConflictError, SeeClient
 from selfeval.calibration import load_calibration
 from selfeval.rubric import ATTRIBUTES
 from server.ledger import Ledger
@@ -145,7 +146,7 @@ def test_feedback_is_stored_once_checked_and_measured(client_a):
     assert metric(client_a, "see_feedback_total", source="api", status="conflict") >= 1
 
 
-def test_chat_choices_streams_and_scores_all_take_feedback(client_a):
+def test_chat_choices_streams_and_scores_all_take_feedback(server_a, client_a):
     model = client_a.get("/v1/models").json()["data"][0]["id"]
     chat = client_a.post(
         "/v1/chat/completions",
@@ -164,9 +165,17 @@ def test_chat_choices_streams_and_scores_all_take_feedback(client_a):
     assert feedback(client_a, chunks[-1]["id"]).json()["status"] == "created"
     assert feedback(client_a, score(client_a, 0)["id"]).json()["status"] == "created"
 
+    with SeeClient(server_a.url) as see:  # the SDK's call and its typed conflict error
+        result = see.generate("Name a fruit.", max_tokens=8, temperature=0)
+        stored = see.feedback(result.id, SCORES, judge="sdk", outcome="ok")
+        assert stored.status == "created" and set(stored.absolute_error) == set(ATTRIBUTES)
+        assert see.feedback(result.id, SCORES, judge="sdk", outcome="ok").status == "duplicate"
+        with pytest.raises(ConflictError):
+            see.feedback(result.id, {**SCORES, "verbosity": 0}, judge="sdk", outcome="ok")
 
-def test_a_hanging_or_dead_shadow_judge_never_touches_user_requests(client_a, judge):
-    judge.state.script = ["hang"] * 1000
+
+def test_a_hanging_failing_or_dead_shadow_judge_never_touches_user_requests(client_a, judge):
+    judge.state.script = ["hang", "500"] * 500  # a judge that hangs and errors
     slowest = 0.0
     for i in range(20):
         started = time.monotonic()
