@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_generate.py $(ARGS)
 	$(VENV)/bin/python bench/bench_chat_stream.py
 	$(VENV)/bin/python bench/bench_judge.py
+	$(VENV)/bin/python bench/bench_sft.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -154,15 +154,27 @@ def masked_example(row: SftRow, tokenizer, max_length: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def masked_digit_loss(logits, targets, score_mask, normaliser=None):
+def masked_digit_loss(logits, targets, score_mask, normaliser=None, positions=None):
     """Next-token cross-entropy (full vocabulary) summed over the `score_mask` positions only, divided by
-    `normaliser` (the supervised tokens of the whole optimiser step) or by this batch's count."""
+    `normaliser` (the supervised tokens of the whole optimiser step) or by this batch's count.
+
+    `logits` has one column per sequence position, or, with `positions` (sorted sequence indices), only the
+    columns at those positions: the trainer asks the model for the logits that predict a score token and
+    nothing else (`logits_to_keep`), which skips the LM head and its softmax on every other token."""
+    import torch
     import torch.nn.functional as F
 
-    mask = score_mask[:, 1:].bool()
-    losses = F.cross_entropy(logits[:, :-1, :].float().transpose(1, 2), targets[:, 1:], reduction="none")
-    total = losses.masked_fill(~mask, 0.0).sum()
-    return total / (normaliser if normaliser is not None else mask.sum().clamp(min=1))
+    rows, columns = score_mask[:, 1:].bool().nonzero(as_tuple=True)  # logit at t predicts the token at t + 1
+    index = columns if positions is None else torch.searchsorted(positions, columns)
+    total = F.cross_entropy(logits[rows, index].float(), targets[rows, columns + 1], reduction="sum")
+    return total / (normaliser if normaliser is not None else max(len(rows), 1))
+
+
+def score_logit_positions(score_mask):
+    """The sorted sequence positions whose logits predict a supervised token, over the whole batch."""
+    import torch
+
+    return torch.unique(score_mask[:, 1:].bool().nonzero(as_tuple=True)[1])
 
 
 def _masked_trainer_class():
@@ -178,8 +190,9 @@ def _masked_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             score_mask = inputs.pop("score_mask")
             inputs.pop("labels")  # kept in the batch so the Trainer counts supervised tokens per step
-            outputs = model(**inputs)
-            loss = masked_digit_loss(outputs.logits, inputs["input_ids"], score_mask, num_items_in_batch)
+            positions = score_logit_positions(score_mask)
+            outputs = model(**inputs, logits_to_keep=positions)
+            loss = masked_digit_loss(outputs.logits, inputs["input_ids"], score_mask, num_items_in_batch, positions)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
             return (loss, outputs) if return_outputs else loss

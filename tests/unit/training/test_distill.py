@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from selfeval.rubric import ATTRIBUTES
-from training.distill import DistillError, SftRow, build_row, masked_digit_loss, masked_example, pad_batch
+from training.distill import (
+    DistillError,
+    SftRow,
+    build_row,
+    masked_digit_loss,
+    masked_example,
+    pad_batch,
+    score_logit_positions,
+)
 
 JUDGE = {"helpfulness": 7, "correctness": 6, "coherence": 8, "complexity": 3, "verbosity": 2}
 PROMPT = "<|im_start|>user\nName a prime number.<|im_end|>\n<|im_start|>assistant\n"
@@ -54,3 +62,44 @@ def test_padding_keeps_labels_and_marks_the_score_mask():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["score_mask"].tolist() == [[False, True, False], [False, False, False]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_loss_on_kept_logit_positions_equals_the_loss_on_all_logits():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 16, 40)
+    targets = torch.randint(0, 40, (3, 16))
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, [4, 6, 8, 10, 12]] = True
+    mask[1, [3, 5, 7, 9, 15]] = True
+    mask[2, [4, 5, 6, 7, 8]] = True
+    positions = score_logit_positions(mask)
+    assert positions.tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 11, 14]
+    full = masked_digit_loss(logits, targets, mask)
+    kept = masked_digit_loss(logits[:, positions], targets, mask, positions=positions)
+    assert kept == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_the_trainer_path_asks_the_model_only_for_score_logits_and_gets_the_same_gradients():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(0, 64, (2, 20))
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[0, [5, 8, 11, 14, 17]] = True
+    mask[1, [4, 6, 9, 12, 19]] = True
+
+    full = masked_digit_loss(model(input_ids=ids).logits, ids, mask)
+    full.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    positions = score_logit_positions(mask)
+    outputs = model(input_ids=ids, logits_to_keep=positions)
+    assert outputs.logits.shape == (2, len(positions), 64)
+    kept = masked_digit_loss(outputs.logits, ids, mask, positions=positions)
+    kept.backward()
+    assert kept.item() == pytest.approx(full.item(), rel=1e-5)
+    for want, parameter in zip(expected, model.parameters(), strict=True):
+        torch.testing.assert_close(parameter.grad, want, rtol=1e-4, atol=1e-6)
