@@ -11,7 +11,6 @@ are retried by the SDK; anything else stops the run, which resumes from the answ
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.prompt_sets import EvalItem
-from server.launch import ServerStartError, served
+from server.launch import ServerStartError, free_port, served
 from training.config import REPO_ROOT
 
 READY_TIMEOUT_S = 900
@@ -51,18 +50,12 @@ def is_url(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def local_sidecar(model_dir: Path, log_path: Path, max_model_len: int | None = None) -> Iterator[str]:
     """Serve `model_dir` with `python -m server` on loopback until the block ends; yields its base URL."""
     if not (model_dir / "see_card.json").is_file():
         raise AnswerError(f"{model_dir} is not a SEE checkpoint (no see_card.json); give a checkpoint DIR or a URL")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_HOST": "127.0.0.1"}
     if max_model_len:
         env["SEE_MAX_MODEL_LEN"] = str(max_model_len)

@@ -1,4 +1,4 @@
-"""Starting a server process and waiting until it is ready: one loop for evaluation and the benchmarks.
+"""Starting a server process on a free port and waiting until it is ready: for evaluation, benchmarks, tests.
 
 The child writes to a log file (its own copy of the descriptor); readiness is an HTTP 200 from `ready_url`;
 an early exit or a missed deadline raises `ServerStartError` naming the log. The process is terminated (then
@@ -7,6 +7,7 @@ killed after 60 s) when the block ends, whatever happened inside it.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 class ServerStartError(RuntimeError):

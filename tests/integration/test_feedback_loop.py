@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from see_client import ConflictError, SeeClient
 from selfeval.calibration import load_calibration
 from selfeval.rubric import ATTRIBUTES
+from server.launch import free_port
 from server.ledger import Ledger
-from tests.integration.conftest import REPO, free_port, kill_hard, running_server
+from tests.integration.conftest import REPO, kill_hard, running_server
 from tests.postgres import fresh_database
 from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
