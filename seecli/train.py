@@ -56,7 +56,8 @@ def train(
     from training.data import DataError
     from training.distill import DistillError
     from training.loop import TrainingError, prepare_run, run_training
-    from training.progress import RichProgress
+    from training.progress import NullProgress, RichProgress
+    from training.ranks import launched_rank
 
     try:
         cfg = load_config(config, overrides)
@@ -67,17 +68,23 @@ def train(
         typer.echo(dump_config(cfg))
         return
     directory = run_dir or Path("runs") / cfg.run.name
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main = launched_rank() == 0  # under accelerate/torchrun only rank 0 draws bars and tables
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s rank{launched_rank()} %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "transformers", "trl", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     done: list[dict] = []
     started = time.monotonic()
     try:
-        with RichProgress(console) as progress:
+        with RichProgress(console) if main else NullProgress() as progress:
             ctx = prepare_run(cfg, directory, progress)
-            console.print(
-                f"run directory {directory} (prompt mode {ctx.prompt_mode}, {'GPU' if ctx.on_gpu else 'CPU'})"
-            )
+            if main:
+                console.print(
+                    f"run directory {directory} (prompt mode {ctx.prompt_mode}, {'GPU' if ctx.on_gpu else 'CPU'}, "
+                    f"{ctx.ranks.count} process{'es' if ctx.ranks.count > 1 else ''})"
+                )
             manifest = run_training(ctx, on_cycle_done=done.append)
     except (ConfigError, DataError, CardError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -85,6 +92,8 @@ def train(
     except (TrainingError, DistillError, JudgeError) as exc:
         console.print(f"[red]error:[/red] {exc}\nCompleted phases are kept: run the same command again to resume.")
         raise typer.Exit(1) from None
+    if not main:
+        return
     console.print(cycle_table(done))
     console.print(
         f"final checkpoint: {manifest['final_model']}  ({time.monotonic() - started:.0f} s)\n"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from selfeval.journal import append_record, read_records
+from selfeval.journal import append_record
 from selfeval.rubric import ATTRIBUTE_DEFINITIONS, ATTRIBUTES, SCALE_MAX, ScoreError, validate_scores
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,8 @@ class JudgeCache:
 
     A record holds either `scores` (a judged answer) or `verdict` (a pairwise comparison); the key already
     separates the two (different prompts), and a value that no longer validates is treated as a miss.
+    Several processes may share one file (the ranks of a training run): a miss first reads whatever the others
+    appended since, so a verdict one rank paid for is a hit for all of them.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -221,15 +223,38 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._entries: dict[str, dict] = {}
         self._lock = threading.Lock()
-        for record in read_records(self.path):
-            if isinstance(record, dict) and isinstance(record.get("key"), str):
-                self._entries[record["key"]] = record
+        self._read_up_to = 0  # bytes of the file taken in so far (complete lines only)
+        self._catch_up()
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _catch_up(self) -> None:
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                return
+            if size <= self._read_up_to:
+                return
+            with self.path.open("rb") as handle:
+                handle.seek(self._read_up_to)
+                chunk = handle.read(size - self._read_up_to)
+            complete = chunk.rfind(b"\n") + 1  # a line still being written waits for the next read
+            for line in chunk[:complete].splitlines():
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # a line torn by a kill mid-write
+                if isinstance(record, dict) and isinstance(record.get("key"), str):
+                    self._entries[record["key"]] = record
+            self._read_up_to += complete
+
     def get(self, key: str, kind: str = "scores") -> object | None:
         record = self._entries.get(key)
+        if record is None:
+            self._catch_up()
+            record = self._entries.get(key)
         if record is None or kind not in record:
             return None
         try:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfeval.block import parse_output, render_output
+from selfeval.block import BlockParseError, parse_output, render_output
 from selfeval.rubric import ATTRIBUTES, DIGITS, validate_scores
 from training.config import SFTConfig
 from training.progress import Progress
@@ -69,6 +69,16 @@ def build_row(prompt_index: int, prompt: str, answer: str, judge_scores: dict, s
         own = validate_scores(self_scores)
         mae = sum(abs(own[a] - judged[a]) for a in ATTRIBUTES) / len(ATTRIBUTES)
     return SftRow(prompt_index, prompt + output, spans, judged, self_scores, mae)
+
+
+def distillable(answer: str) -> bool:
+    """Whether `answer` can carry the canonical block: it must not hold a tag of its own (a stray
+    `[/SELF_EVAL]` in an invalid output would otherwise be taught as part of the answer)."""
+    try:
+        parse_output(render_output(answer.strip(), dict.fromkeys(ATTRIBUTES, 0)))
+    except BlockParseError:
+        return False
+    return True
 
 
 def bin_of(score: int) -> int:
@@ -216,9 +226,17 @@ def pad_batch(features: list[dict], pad_id: int) -> dict:
 
 
 def run_sft(
-    rows: list[SftRow], model_dir: Path, out_dir: Path, config: SFTConfig, seed: int, progress: Progress, on_gpu: bool
+    rows: list[SftRow],
+    model_dir: Path,
+    out_dir: Path,
+    config: SFTConfig,
+    seed: int,
+    progress: Progress,
+    on_gpu: bool,
+    is_main: bool = True,
 ) -> dict:
-    """Full-parameter SFT from `model_dir` with loss on the five digit tokens only; saves to `out_dir`."""
+    """Full-parameter SFT from `model_dir` with loss on the five digit tokens only, on every rank of the run;
+    main saves to `out_dir`."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainingArguments
@@ -270,8 +288,9 @@ def run_sft(
     progress.start("sft_steps", "masked SFT steps", max(1, -(-batches // config.grad_accum)) * config.epochs)
     result = trainer.train()
     progress.finish("sft_steps")
-    trainer.save_model(str(out_dir))
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(str(out_dir))  # writes on main only
+    if is_main:
+        tokenizer.save_pretrained(out_dir)
     return {
         "examples": len(examples),
         "supervised_tokens": len(examples) * len(ATTRIBUTES),

@@ -8,10 +8,13 @@ Resume (see-method.md s.7.2, fixed): every phase records itself in the cycle man
 complete, and a restarted run skips recorded phases. A phase that was cut short is redone from its input; its
 judge calls come from the judge cache, so nothing is paid twice. What resume needs is kept: the input model of
 the current cycle stays until the cycle is recorded done; earlier weights go when `keep_checkpoints: last`.
+Several processes (`training.ranks`): the trainers run on every rank, every other write is main's, and the
+other ranks take each phase's record from the manifest main wrote.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -27,8 +30,9 @@ from selfeval.judge import JudgeClient, JudgeSettings
 from selfeval.prompts import render_prompt
 from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
 from training.data import load_groups, read_window, sample_window, write_window
-from training.distill import SftRow, build_row, rows_path, run_sft, select_rows
+from training.distill import SftRow, build_row, distillable, rows_path, run_sft, select_rows
 from training.progress import NullProgress, Progress
+from training.ranks import Ranks, join_ranks
 from training.rl import RolloutLog, run_rl_phase
 
 log = logging.getLogger(__name__)
@@ -57,12 +61,15 @@ class RunContext:
     prompt_mode: str
     on_gpu: bool
     progress: Progress
+    ranks: Ranks = field(default_factory=Ranks)
     judge: JudgeClient = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.config.judge
         cache = settings.cache_path or str(self.run_dir / "judge_cache.jsonl")
-        self.judge = JudgeClient(JudgeSettings(**{**settings.__dict__, "cache_path": cache}))
+        # judge.concurrency is the run's budget towards the judge API, shared by the ranks that call it
+        shared = {"cache_path": cache, "concurrency": max(1, settings.concurrency // self.ranks.count)}
+        self.judge = JudgeClient(JudgeSettings(**{**settings.__dict__, **shared}))
 
 
 def resolve_base_model(config: TrainConfig) -> Path:
@@ -78,8 +85,26 @@ def resolve_base_model(config: TrainConfig) -> Path:
 
 
 def prepare_run(config: TrainConfig, run_dir: Path, progress: Progress | None = None) -> RunContext:
-    """Create or reopen a run directory; a reopened one must have been started with the same config."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Create or reopen a run directory; a reopened one must have been started with the same config.
+
+    Joins the launcher's process group first when there are several ranks; main creates the directory and
+    prepares the base model before the others look at either."""
+    import torch
+
+    on_gpu = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
+    ranks = join_ranks(on_gpu)
+    if ranks.is_main:
+        _open_run_dir(config, run_dir)
+        base = resolve_base_model(config)
+    ranks.barrier()
+    if not ranks.is_main:
+        _open_run_dir(config, run_dir)
+        base = resolve_base_model(config)
+    mode = config.run.prompt_mode if config.run.prompt_mode != "auto" else load_card(base).prompt_mode
+    return RunContext(config, run_dir, base, mode, on_gpu, progress or NullProgress(), ranks)
+
+
+def _open_run_dir(config: TrainConfig, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if saved.exists():
         import yaml
@@ -91,16 +116,14 @@ def prepare_run(config: TrainConfig, run_dir: Path, progress: Progress | None = 
                 "or start a new run directory"
             )
     else:
-        saved.write_text(dump_config(config), encoding="utf-8")
-    import torch
-
-    on_gpu = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
-    base = resolve_base_model(config)
-    mode = config.run.prompt_mode if config.run.prompt_mode != "auto" else load_card(base).prompt_mode
-    return RunContext(config, run_dir, base, mode, on_gpu, progress or NullProgress())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(dump_config(config), encoding="utf-8")
+        os.replace(tmp, saved)
 
 
-def _prompt_texts(ctx: RunContext, model_dir: Path, groups) -> list[str]:
+def prompt_texts(ctx: RunContext, model_dir: Path, groups) -> list[str]:
+    """The rendered prompt of each group, in the run's prompt mode, with `model_dir`'s chat template."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -112,15 +135,20 @@ def _prompt_texts(ctx: RunContext, model_dir: Path, groups) -> list[str]:
 
 
 def ensure_window(ctx: RunContext):
-    """The fixed window: sampled once per run (length-filtered first), then reused by every cycle."""
+    """The fixed window: sampled once per run (length-filtered first, by main), then reused by every cycle."""
     path = ctx.run_dir / "window.jsonl"
-    if path.exists():
-        return read_window(path)
+    if not path.exists() and ctx.ranks.is_main:
+        _sample_window(ctx, path)
+    ctx.ranks.barrier()
+    return read_window(path)
+
+
+def _sample_window(ctx: RunContext, path: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ctx.base_model)
     groups = load_groups(ctx.config.data_path(), ctx.config.data.kitware_file)
-    texts = dict(zip((g.index for g in groups), _prompt_texts(ctx, ctx.base_model, groups), strict=True))
+    texts = dict(zip((g.index for g in groups), prompt_texts(ctx, ctx.base_model, groups), strict=True))
     window = sample_window(
         groups,
         ctx.config.data.window_size,
@@ -129,7 +157,6 @@ def ensure_window(ctx: RunContext):
         ctx.config.data.max_prompt_tokens,
     )
     write_window(window, path)
-    return window.groups
 
 
 def _rollout_summary(records: list[dict]) -> dict:
@@ -152,17 +179,20 @@ def _counter_delta(ctx: RunContext, before: dict) -> dict:
 
 def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> dict:
     rl_dir = cycle_dir / "rl"
-    if rl_dir.exists():  # a phase cut short: keep its log for the record, redo it from the input model
+    if rl_dir.exists() and ctx.ranks.is_main:  # a phase cut short: keep its log, redo it from the input model
         stale = rl_dir / "rollouts.jsonl"
         if stale.exists():
             stale.rename(rl_dir / f"rollouts.aborted-{int(time.time())}.jsonl")
         shutil.rmtree(rl_dir / "model", ignore_errors=True)
+    ctx.ranks.barrier()
     before = ctx.judge.counters.as_dict()
     rl = ctx.config.rl
+    rollouts = rl.steps * rl.prompts_per_step * rl.num_generations // ctx.ranks.count
+    mine = f" (rank {ctx.ranks.index} of {ctx.ranks.count})" if ctx.ranks.count > 1 else ""
     ctx.progress.start("rl_steps", f"cycle {cycle} GRPO steps", rl.steps)
-    ctx.progress.start("rollouts", f"cycle {cycle} rollouts", rl.steps * rl.prompts_per_step * rl.num_generations)
-    ctx.progress.start("judge", f"cycle {cycle} judge (RL)", None)
-    texts = _prompt_texts(ctx, input_model, window)
+    ctx.progress.start("rollouts", f"cycle {cycle} rollouts{mine}", rollouts)
+    ctx.progress.start("judge", f"cycle {cycle} judge (RL){mine}", None)
+    texts = prompt_texts(ctx, input_model, window)
     result = run_rl_phase(
         ctx.config,
         input_model,
@@ -172,45 +202,58 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         cycle,
         ctx.progress,
         ctx.on_gpu,
+        ctx.ranks,
     )
     for task in ("rl_steps", "rollouts", "judge"):
         ctx.progress.finish(task)
+    judge_calls = ctx.ranks.sum_counters(_counter_delta(ctx, before))  # also waits until every rank has logged
     records = RolloutLog(rl_dir / "rollouts.jsonl").read()
     return {
         "model": str(rl_dir / "model"),
         "rollout_log": str(rl_dir / "rollouts.jsonl"),
         "summary": _rollout_summary(records),
-        "judge": _counter_delta(ctx, before),
+        "judge": judge_calls,
         "steps": result["steps"],
     }
 
 
 async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str]) -> dict:
+    """SFT rows from the rollout log; format failures (when included) are judged here, concurrently."""
     groups = {g.index: g for g in window}
-    rows: list[SftRow] = []
     skipped: dict[str, int] = {}
+    usable: list[tuple[dict, str]] = []
     for record in records:
-        index, answer = record["index"], record.get("answer_text")
+        answer = record.get("answer_text")
+        relabel = ctx.config.sft.include_format_failures and bool(answer) and distillable(answer)
+        if record.get("collection_status") == "judge_ok" or relabel:
+            usable.append((record, answer))
+        else:
+            if not answer:
+                reason = "empty_answer"
+            elif ctx.config.sft.include_format_failures:
+                reason = "answer_contains_tag"  # e.g. a stray [/SELF_EVAL] with no opening tag
+            else:
+                reason = record.get("collection_status", "unknown")
+            skipped[reason] = skipped.get(reason, 0) + 1
+
+    async def row(record: dict, answer: str) -> SftRow:
+        index = record["index"]
         if record.get("collection_status") == "judge_ok":
             judge_scores, self_scores = record["judge_scores"], record["self_scores"]
-        elif ctx.config.sft.include_format_failures and answer:
+        else:
             group = groups[index]
             judge_scores = (await ctx.judge.judge(group.conversation, answer, group.references)).scores
             self_scores = None
             ctx.progress.advance("judge")
-        else:
-            reason = record.get("collection_status", "unknown") if answer else "empty_answer"
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        rows.append(build_row(index, prompt_text[index], answer, judge_scores, self_scores))
-    return {"rows": rows, "skipped": skipped}
+        return build_row(index, prompt_text[index], answer, judge_scores, self_scores)
+
+    rows = await asyncio.gather(*(row(record, answer) for record, answer in usable))
+    return {"rows": list(rows), "skipped": skipped}
 
 
 def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
-    import asyncio
-
     records = RolloutLog(Path(rl_info["rollout_log"])).read()
-    texts = dict(zip((g.index for g in window), _prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
+    texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
     before = ctx.judge.counters.as_dict()
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
     built = asyncio.run(_rows_from_rollouts(ctx, records, window, texts))
@@ -248,13 +291,24 @@ def _mean(values) -> float | None:
 def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, data_info: dict) -> dict:
     rows = [SftRow.from_dict(json.loads(line)) for line in Path(data_info["rows"]).read_text().splitlines() if line]
     out = cycle_dir / "sft_model"
-    shutil.rmtree(out, ignore_errors=True)
+    if ctx.ranks.is_main:
+        shutil.rmtree(out, ignore_errors=True)
+    ctx.ranks.barrier()
     metrics = run_sft(
-        rows, Path(rl_info["model"]), out, ctx.config.sft, ctx.config.run.seed + cycle, ctx.progress, ctx.on_gpu
+        rows,
+        Path(rl_info["model"]),
+        out,
+        ctx.config.sft,
+        ctx.config.run.seed + cycle,
+        ctx.progress,
+        ctx.on_gpu,
+        ctx.ranks.is_main,
     )
-    shutil.rmtree(out / "trainer", ignore_errors=True)
-    _write_card(ctx, out, cycle)
-    write_json_atomic(cycle_dir / "sft_metrics.json", metrics)
+    ctx.ranks.barrier()  # every rank is done with the trainer's directory and main has saved the weights
+    if ctx.ranks.is_main:
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+        _write_card(ctx, out, cycle)
+        write_json_atomic(cycle_dir / "sft_metrics.json", metrics)
     return {"model": str(out), "metrics": {k: v for k, v in metrics.items() if k != "losses"}}
 
 
@@ -280,24 +334,40 @@ def _write_card(ctx: RunContext, model_dir: Path, cycle: int) -> None:
     write_card(model_dir, card)
 
 
+PHASES = ("rl", "sft_data", "sft")
+EVERY_RANK = ("rl", "sft")  # the trainers; sft_data (judge relabelling, row selection) is main's alone
+
+
+def _run_phase(ctx: RunContext, name: str, cycle: int, cycle_dir: Path, phases: dict, input_model: Path, window):
+    if name == "rl":
+        return rl_phase(ctx, cycle, cycle_dir, input_model, window)
+    if name == "sft_data":
+        return sft_data_phase(ctx, cycle, cycle_dir, phases["rl"], window)
+    return sft_phase(ctx, cycle, cycle_dir, phases["rl"], phases["sft_data"])
+
+
 def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
     cycle_dir = ctx.run_dir / f"cycle_{cycle}"
-    cycle_dir.mkdir(exist_ok=True)
     manifest_path = cycle_dir / "cycle_manifest.json"
+    if ctx.ranks.is_main:
+        cycle_dir.mkdir(exist_ok=True)
+    ctx.ranks.barrier()
     manifest = _read_json(manifest_path) or {"cycle": cycle, "input_model": str(input_model), "phases": {}}
-    phases = manifest["phases"]
-    for name, run in (
-        ("rl", lambda: rl_phase(ctx, cycle, cycle_dir, input_model, window)),
-        ("sft_data", lambda: sft_data_phase(ctx, cycle, cycle_dir, phases["rl"], window)),
-        ("sft", lambda: sft_phase(ctx, cycle, cycle_dir, phases["rl"], phases["sft_data"])),
-    ):
-        if name in phases:
+    for name in PHASES:
+        if name in manifest["phases"]:
             log.info("cycle %d: %s already done, skipped", cycle, name)
             continue
         started = time.monotonic()
-        phases[name] = run() | {"seconds": round(time.monotonic() - started, 1)}
-        write_json_atomic(manifest_path, manifest)
-        _kill_hook(f"cycle{cycle}.{name}")
+        if ctx.ranks.is_main or name in EVERY_RANK:
+            result = _run_phase(ctx, name, cycle, cycle_dir, manifest["phases"], input_model, window)
+        if ctx.ranks.is_main:
+            manifest["phases"][name] = result | {"seconds": round(time.monotonic() - started, 1)}
+            write_json_atomic(manifest_path, manifest)
+        ctx.ranks.barrier()
+        if not ctx.ranks.is_main:
+            manifest = _read_json(manifest_path)  # main's record is the run's record
+        if ctx.ranks.is_main:
+            _kill_hook(f"cycle{cycle}.{name}")
     return manifest
 
 
@@ -311,33 +381,44 @@ def run_training(ctx: RunContext, on_cycle_done=None) -> dict:
         "cycles": ctx.config.run.cycles,
         "rl_steps_per_cycle": ctx.config.rl.steps,
         "prompts_per_step": ctx.config.rl.prompts_per_step,
+        "processes": ctx.ranks.count,
         "window": str(ctx.run_dir / "window.jsonl"),
         "judge": ctx.config.judge.model,
         "cycles_done": 0,
         "final_model": None,
     }
-    write_json_atomic(manifest_path, run_manifest)
+    if ctx.ranks.is_main:
+        write_json_atomic(manifest_path, run_manifest)
     window = ensure_window(ctx)
     model = ctx.base_model
     for cycle in range(1, ctx.config.run.cycles + 1):
         cycle_manifest = run_cycle(ctx, cycle, model, window)
         model = Path(cycle_manifest["phases"]["sft"]["model"])
-        run_manifest["cycles_done"] = max(run_manifest["cycles_done"], cycle)
-        write_json_atomic(manifest_path, run_manifest)
-        if ctx.config.run.keep_checkpoints == "last":
-            _drop_old_weights(ctx, cycle)
+        if ctx.ranks.is_main:
+            run_manifest["cycles_done"] = max(run_manifest["cycles_done"], cycle)
+            write_json_atomic(manifest_path, run_manifest)
+            if ctx.config.run.keep_checkpoints == "last":
+                _drop_old_weights(ctx, cycle)
+        ctx.ranks.barrier()
         if on_cycle_done is not None:
             on_cycle_done(cycle_manifest)
     final = ctx.run_dir / "final"
-    if not (final / "see_card.json").exists():
-        shutil.rmtree(final, ignore_errors=True)
-        if ctx.config.run.keep_checkpoints == "last":
-            os.replace(model, final)  # same filesystem: atomic, and no second copy of the weights
-        else:
-            shutil.copytree(model, final)
-    run_manifest["final_model"] = str(final)
-    write_json_atomic(manifest_path, run_manifest)
-    return run_manifest
+    if ctx.ranks.is_main:
+        _publish_final(ctx, model, final)
+        run_manifest["final_model"] = str(final)
+        write_json_atomic(manifest_path, run_manifest)
+    ctx.ranks.barrier()
+    return _read_json(manifest_path)
+
+
+def _publish_final(ctx: RunContext, model: Path, final: Path) -> None:
+    if (final / "see_card.json").exists():
+        return
+    shutil.rmtree(final, ignore_errors=True)
+    if ctx.config.run.keep_checkpoints == "last":
+        os.replace(model, final)  # same filesystem: atomic, and no second copy of the weights
+    else:
+        shutil.copytree(model, final)
 
 
 def _drop_old_weights(ctx: RunContext, cycle: int) -> None:

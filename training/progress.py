@@ -17,6 +17,12 @@ class Progress(Protocol):
 
 
 class NullProgress:
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
     def start(self, task: str, description: str, total: int | None) -> None:
         pass
 

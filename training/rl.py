@@ -28,7 +28,25 @@ from selfeval.judge import JudgeClient
 from training.config import TrainConfig
 from training.data import PromptGroup
 from training.progress import Progress
+from training.ranks import Ranks
 from training.reward import format_failure, score_reward
+
+
+class StepClock:
+    """Seconds spent generating and rewarding, summed across a phase; `lap()` gives them since the last lap
+    (one optimiser step when called from the step's log), so every step record says where its time went."""
+
+    def __init__(self) -> None:
+        self.totals = {"generation_s": 0.0, "reward_s": 0.0}
+        self._lapped = dict(self.totals)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] += seconds
+
+    def lap(self) -> dict[str, float]:
+        laps = {k: round(v - self._lapped[k], 3) for k, v in self.totals.items()}
+        self._lapped = dict(self.totals)
+        return laps
 
 
 class RolloutLog:
@@ -53,6 +71,8 @@ class RewardContext:
     log: RolloutLog
     cycle: int
     progress: Progress
+    rank: int = 0
+    clock: StepClock | None = None
 
 
 async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, step: int) -> float:
@@ -60,6 +80,7 @@ async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, s
         "timestamp": time.time(),
         "cycle": ctx.cycle,
         "step": step,
+        "rank": ctx.rank,
         "index": group.index,
         "conversation": group.conversation,
         "raw_output": completion,
@@ -104,9 +125,12 @@ def make_reward_function(ctx: RewardContext):
     async def see_reward(prompts, completions, group_index, trainer_state=None, **_) -> list[float]:
         step = int(getattr(trainer_state, "global_step", 0)) + 1
         groups = [ctx.window[int(i)] for i in group_index]
+        started = time.perf_counter()
         rewards = await asyncio.gather(
             *(_reward_one(ctx, g, c, step) for g, c in zip(groups, completions, strict=True))
         )
+        if ctx.clock is not None:
+            ctx.clock.add("reward_s", time.perf_counter() - started)
         return list(rewards)
 
     return see_reward
@@ -132,8 +156,13 @@ def _trainer_class():
     class SeeGRPOTrainer(GRPOTrainer):
         """GRPOTrainer whose completions end right after `[/SELF_EVAL]` on every generation backend."""
 
+        clock: StepClock | None = None
+
         def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+            started = time.perf_counter()
             completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+            if self.clock is not None:
+                self.clock.add("generation_s", time.perf_counter() - started)
             decode = functools.partial(self.processing_class.decode, skip_special_tokens=False)
             cut = [cut_after_close_tag(list(ids), decode) for ids in completion_ids]
             if logprobs is not None:
@@ -194,6 +223,25 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
     )
 
 
+def load_policy(model_dir: Path, on_gpu: bool):
+    """(model, tokenizer) set up for GRPO: left padding, bf16 on GPU, and stop strings honoured by `generate`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if on_gpu else torch.float32)
+    # `generate` needs the tokenizer to honour stop_strings; TRL does not pass it.
+    model.generate = functools.partial(model.generate, tokenizer=tokenizer)
+    return model, tokenizer
+
+
+def rl_dataset(prompts: list[tuple[PromptGroup, str]]):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": text, "group_index": group.index} for group, text in prompts])
+
+
 def run_rl_phase(
     config: TrainConfig,
     model_dir: Path,
@@ -203,27 +251,25 @@ def run_rl_phase(
     cycle: int,
     progress: Progress,
     on_gpu: bool,
+    ranks: Ranks,
 ) -> dict:
-    """GRPO from `model_dir` over the window; saves the policy to `out_dir/model`; returns step metrics."""
-    import torch
-    from accelerate import PartialState
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    """GRPO from `model_dir` over the window on every rank; main saves the policy to `out_dir/model`.
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if on_gpu else torch.float32)
-    # `generate` needs the tokenizer to honour stop_strings; TRL does not pass it.
-    model.generate = functools.partial(model.generate, tokenizer=tokenizer)
-    dataset = Dataset.from_list([{"prompt": text, "group_index": group.index} for group, text in prompts])
+    Each rank rewards (and logs) its own share of the completions; returns main's step metrics, each step with
+    its `step_time` and the `generation_s` / `reward_s` spent in it on main."""
+    from transformers import TrainerCallback
+
+    model, tokenizer = load_policy(model_dir, on_gpu)
+    dataset = rl_dataset(prompts)
     log = RolloutLog(out_dir / "rollouts.jsonl")
-    ctx = RewardContext(config, {g.index: g for g, _ in prompts}, judge, log, cycle, progress)
+    clock = StepClock()
+    ctx = RewardContext(config, {g.index: g for g, _ in prompts}, judge, log, cycle, progress, ranks.index, clock)
     steps: list[dict] = []
 
     class StepCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                steps.append({"step": state.global_step, **logs})
+                steps.append({"step": state.global_step, **logs, **clock.lap()})
 
         def on_step_end(self, args, state, control, **kwargs):
             progress.advance("rl_steps")
@@ -231,14 +277,15 @@ def run_rl_phase(
     trainer = _trainer_class()(
         model=model,
         reward_funcs=[make_reward_function(ctx)],
-        args=grpo_args(config, out_dir / "trainer", cycle, on_gpu, PartialState().num_processes),
+        args=grpo_args(config, out_dir / "trainer", cycle, on_gpu, ranks.count),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[StepCallback()],
     )
+    trainer.clock = clock
     trainer.train()
-    trainer.save_model(str(out_dir / "model"))
-    if trainer.accelerator.is_main_process:
+    trainer.save_model(str(out_dir / "model"))  # writes on main only (and gathers sharded weights first)
+    if ranks.is_main:
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(out_dir / "model")
     return {"steps": steps}

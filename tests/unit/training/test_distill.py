@@ -103,3 +103,11 @@ def test_the_trainer_path_asks_the_model_only_for_score_logits_and_gets_the_same
     assert kept.item() == pytest.approx(full.item(), rel=1e-5)
     for want, parameter in zip(expected, model.parameters(), strict=True):
         torch.testing.assert_close(parameter.grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_an_answer_holding_a_tag_of_its_own_is_not_distilled():
+    from training.distill import distillable
+
+    assert distillable("Paris is the capital of France.")
+    assert not distillable("Paris. [/SELF_EVAL]")  # a stray closing tag in an invalid output
+    assert not distillable("Paris. [self_eval] helpfulness: 3")

@@ -163,3 +163,19 @@ def test_pairwise_verdicts_over_http_follow_the_rules_in_both_orders_and_are_cac
         scores = asyncio.run(strict.judge(CONVERSATION, cut_off, None)).scores
         lenient = rule_scores(CONVERSATION[0]["content"], cut_off)
         assert scores["helpfulness"] == max(0, lenient["helpfulness"] - 2)
+
+
+def test_a_verdict_written_by_another_process_is_a_hit_without_reopening(tmp_path):
+    from selfeval.judge import JudgeCache
+
+    scores = {"helpfulness": 1, "correctness": 2, "coherence": 3, "complexity": 4, "verbosity": 5}
+    mine, theirs = JudgeCache(tmp_path / "c.jsonl"), JudgeCache(tmp_path / "c.jsonl")  # two ranks, one file
+    assert mine.get("k") is None
+    theirs.put("k", scores)
+    assert mine.get("k") == scores
+    with open(tmp_path / "c.jsonl", "a") as handle:  # a line another process is still writing
+        handle.write('{"key": "half", "scores": {"helpfulness": 1')
+    assert mine.get("half") is None
+    with open(tmp_path / "c.jsonl", "a") as handle:
+        handle.write(', "correctness": 2, "coherence": 3, "complexity": 4, "verbosity": 5}}\n')
+    assert mine.get("half") == scores  # read once it is complete, not lost for having been seen half-written

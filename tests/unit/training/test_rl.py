@@ -79,3 +79,15 @@ def _group(scores):
 
     conversation = [{"role": "user", "content": "What is the capital of France?"}]
     return PromptGroup(5, "What is the capital of France?", conversation, [Reference("Paris.", scores)])
+
+
+def test_step_clock_laps_split_the_phase_totals_per_step():
+    from training.rl import StepClock
+
+    clock = StepClock()
+    clock.add("generation_s", 2.0)
+    clock.add("reward_s", 0.5)
+    assert clock.lap() == {"generation_s": 2.0, "reward_s": 0.5}
+    clock.add("generation_s", 1.0)
+    assert clock.lap() == {"generation_s": 1.0, "reward_s": 0.0}
+    assert clock.totals == {"generation_s": 3.0, "reward_s": 0.5}
