@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_chat_stream.py
 	$(VENV)/bin/python bench/bench_judge.py
 	$(VENV)/bin/python bench/bench_sft.py
+	$(VENV)/bin/python bench/bench_grpo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
