@@ -31,23 +31,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, machine, stamp  # noqa: E402
+from bench.common import RESULTS, machine, small_random_model, stamp  # noqa: E402
 
 
 def random_init_model(scratch: Path) -> Path:
     """A small random-initialised model with the default model's tokenizer and card, saved for `from_pretrained`."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from selfeval.models import prepare_default_model
 
     source = prepare_default_model()
-    config = AutoConfig.from_pretrained(source)
-    config.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
-                   "num_key_value_heads": 4})  # fmt: skip
-    torch.manual_seed(0)
     target = scratch / "random-init"
-    AutoModelForCausalLM.from_config(config).save_pretrained(target)
+    small_random_model(source).save_pretrained(target)
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
     shutil.copy(source / "see_card.json", target / "see_card.json")
     return target

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, machine, stamp  # noqa: E402
+from bench.common import RESULTS, machine, small_random_model, stamp  # noqa: E402
 
 
 def load_rows(count: int, max_tokens: int, tokenizer):
@@ -55,15 +55,11 @@ def plain_collate(features, pad_id):
 
 def build_model(model_dir: Path, random_init: bool, device: str):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    if not random_init:
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    config = AutoConfig.from_pretrained(model_dir)
-    config.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
-                   "num_key_value_heads": 4})  # fmt: skip
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config).to(device)
+    if random_init:
+        return small_random_model(model_dir).to(device)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
 
 
 def train_once(kind: str, examples, tokenizer, args_ns, steps: int) -> dict:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the prompts, the engine settings, starting and stopping the servers under test.
+"""What the benchmarks share: the prompts, the engine settings, starting and stopping the servers under test, the
+small random-initialised model the training benchmarks use on GPUs that cannot fetch a real one.
 
 The sidecar and a stock vLLM OpenAI server run one after the other on the same machine, the same model and
 the same engine settings (eager, float32, 4096 context, prefix caching, the same CPU KV cache and threads),
@@ -81,3 +82,16 @@ def stock_vllm_server(model_dir: Path, port: int, log_path: Path):
         *ENGINE_FLAGS,
     ]
     return served(command, engine_env(), log_path, f"http://127.0.0.1:{port}/health")
+
+
+def small_random_model(model_dir: Path):
+    """A 4-layer, 256-wide model of `model_dir`'s architecture and vocabulary, random weights (seed 0): the
+    training benchmarks' stand-in where only the step's shape matters."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
+                   "num_key_value_heads": 4})  # fmt: skip
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
