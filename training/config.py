@@ -75,6 +75,9 @@ class RLConfig:
     max_completion_tokens: int = 8192
     use_vllm: bool = True  # vLLM rollouts (GPU hosts); ignored on CPU
     gradient_checkpointing: bool = True
+    # save the policy, optimiser and RNG state every N GRPO steps so a killed phase resumes from the last one
+    # instead of from its input model (0: never; a cut-short phase is redone). The newest checkpoint is kept.
+    checkpoint_every: int = 2
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ def validate(config: TrainConfig) -> None:
         problems.append("reward.calibration_gamma must be > 1 (convex error amplification)")
     if min(rl.steps, rl.prompts_per_step, rl.num_generations, rl.per_device_batch, rl.max_completion_tokens) < 1:
         problems.append("rl sizes must be >= 1")
+    if rl.checkpoint_every < 0:
+        problems.append("rl.checkpoint_every must be >= 0 (0 turns mid-phase checkpoints off)")
     if rl.num_generations < 2:
         problems.append("rl.num_generations must be >= 2 (GRPO compares completions within a group)")
     completions = rl.prompts_per_step * rl.num_generations

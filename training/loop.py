@@ -2,12 +2,14 @@
 
 Layout of a run directory:
     config.yaml, run_manifest.json, window.jsonl (+ _summary.json), judge_cache.jsonl
-    cycle_<c>/cycle_manifest.json, rl/{rollouts.jsonl, model/}, sft_data/, sft_model/
+    cycle_<c>/cycle_manifest.json, rl/{rollouts.jsonl, steps.jsonl, trainer/, model/}, sft_data/, sft_model/
     final/   the last cycle's SFT model with its see_card.json (`see serve --model RUN/final`)
 Resume (see-method.md s.7.2, fixed): every phase records itself in the cycle manifest only when its outputs are
-complete, and a restarted run skips recorded phases. A phase that was cut short is redone from its input; its
-judge calls come from the judge cache, so nothing is paid twice. What resume needs is kept: the input model of
-the current cycle stays until the cycle is recorded done; earlier weights go when `keep_checkpoints: last`.
+complete, and a restarted run skips recorded phases. An RL phase that was cut short resumes from its newest
+complete checkpoint (`rl.checkpoint_every`; its journals drop the steps after it), any other phase is redone
+from its input; judge calls come from the judge cache, so nothing is paid twice. What resume needs is kept: the
+input model of the current cycle stays until the cycle is recorded done; earlier weights go when
+`keep_checkpoints: last`; an RL checkpoint goes as soon as its phase is recorded.
 Several processes (`training.ranks`): the trainers run on every rank, every other write is main's, and the
 other ranks take each phase's record from the manifest main wrote.
 """
@@ -31,12 +33,15 @@ from selfeval.prompts import render_prompt
 from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
 from training.data import load_groups, read_window, sample_window, write_window
 from training.distill import SftRow, build_row, distillable, rows_path, run_sft, select_rows
+from training.memory import release_memory
 from training.progress import NullProgress, Progress
 from training.ranks import Ranks, join_ranks
-from training.rl import RolloutLog, run_rl_phase
+from training.rl import Checkpoint, StepJournal, latest_checkpoint, run_rl_phase
 
 log = logging.getLogger(__name__)
-KILL_HOOK_ENV = "SEE_TRAIN_KILL_AFTER"  # test hook: "cycle1.rl" SIGKILLs the run right after that phase
+# test hook: "cycle1.rl" SIGKILLs the run right after that phase, "cycle1.rl.step1" right after the RL phase's
+# checkpoint of step 1 is complete
+KILL_HOOK_ENV = "SEE_TRAIN_KILL_AFTER"
 
 
 class TrainingError(RuntimeError):
@@ -179,19 +184,21 @@ def _counter_delta(ctx: RunContext, before: dict) -> dict:
 
 def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> dict:
     rl_dir = cycle_dir / "rl"
-    if rl_dir.exists() and ctx.ranks.is_main:  # a phase cut short: keep its log, redo it from the input model
-        stale = rl_dir / "rollouts.jsonl"
-        if stale.exists():
-            stale.rename(rl_dir / f"rollouts.aborted-{int(time.time())}.jsonl")
-        shutil.rmtree(rl_dir / "model", ignore_errors=True)
+    resume = _resumable_checkpoint(ctx, rl_dir)
+    if ctx.ranks.is_main and rl_dir.exists():
+        _restart_rl_dir(rl_dir, resume)
     ctx.ranks.barrier()
     before = ctx.judge.counters.as_dict()
     rl = ctx.config.rl
+    done_steps = resume.step if resume is not None else 0
     rollouts = rl.steps * rl.prompts_per_step * rl.num_generations // ctx.ranks.count
     mine = f" (rank {ctx.ranks.index} of {ctx.ranks.count})" if ctx.ranks.count > 1 else ""
     ctx.progress.start("rl_steps", f"cycle {cycle} GRPO steps", rl.steps)
     ctx.progress.start("rollouts", f"cycle {cycle} rollouts{mine}", rollouts)
     ctx.progress.start("judge", f"cycle {cycle} judge (RL){mine}", None)
+    if done_steps:
+        ctx.progress.advance("rl_steps", done_steps)
+        ctx.progress.advance("rollouts", rollouts * done_steps // rl.steps)
     texts = prompt_texts(ctx, input_model, window)
     result = run_rl_phase(
         ctx.config,
@@ -203,18 +210,52 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         ctx.progress,
         ctx.on_gpu,
         ctx.ranks,
+        resume=resume,
+        on_checkpoint=lambda step: _kill_hook(f"cycle{cycle}.rl.step{step}"),
     )
     for task in ("rl_steps", "rollouts", "judge"):
         ctx.progress.finish(task)
     judge_calls = ctx.ranks.sum_counters(_counter_delta(ctx, before))  # also waits until every rank has logged
-    records = RolloutLog(rl_dir / "rollouts.jsonl").read()
+    records = StepJournal(rl_dir / "rollouts.jsonl").read()
     return {
         "model": str(rl_dir / "model"),
         "rollout_log": str(rl_dir / "rollouts.jsonl"),
         "summary": _rollout_summary(records),
-        "judge": judge_calls,
+        "judge": judge_calls,  # the calls of this process's run of the phase: not those before a resume
+        "resumed_from_step": done_steps or None,
         "steps": result["steps"],
     }
+
+
+def _resumable_checkpoint(ctx: RunContext, rl_dir: Path) -> Checkpoint | None:
+    """The RL phase's newest complete checkpoint, if this run can resume from it (same number of processes:
+    the data order and the per-rank RNG states depend on it)."""
+    checkpoint = latest_checkpoint(rl_dir / "trainer") if ctx.config.rl.checkpoint_every else None
+    if checkpoint is not None and checkpoint.processes != ctx.ranks.count:
+        if ctx.ranks.is_main:
+            log.warning(
+                "%s was saved by %d processes, this run has %d: the RL phase is redone from its input model",
+                checkpoint.path,
+                checkpoint.processes,
+                ctx.ranks.count,
+            )
+        return None
+    return checkpoint
+
+
+def _restart_rl_dir(rl_dir: Path, resume: Checkpoint | None) -> None:
+    """A phase cut short: from a checkpoint, drop the journal records of the steps it will redo; with none,
+    set its journals aside (they stay readable) and start over. Either way no half-saved model is left."""
+    shutil.rmtree(rl_dir / "model", ignore_errors=True)
+    for name in ("rollouts", "steps"):
+        journal = rl_dir / f"{name}.jsonl"
+        if resume is not None:
+            dropped = StepJournal(journal).drop_after(resume.step)
+            log.info("resuming the RL phase from %s: %d %s records after it dropped", resume.path, dropped, name)
+        elif journal.exists():
+            journal.rename(rl_dir / f"{name}.aborted-{int(time.time())}.jsonl")
+    if resume is None:
+        shutil.rmtree(rl_dir / "trainer", ignore_errors=True)
 
 
 async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str]) -> dict:
@@ -252,7 +293,7 @@ async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prom
 
 
 def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
-    records = RolloutLog(Path(rl_info["rollout_log"])).read()
+    records = StepJournal(Path(rl_info["rollout_log"])).read()
     texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
     before = ctx.judge.counters.as_dict()
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
@@ -360,9 +401,12 @@ def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
         started = time.monotonic()
         if ctx.ranks.is_main or name in EVERY_RANK:
             result = _run_phase(ctx, name, cycle, cycle_dir, manifest["phases"], input_model, window)
+            release_memory()  # the next phase loads its own model: do not hold this one's peak under it
         if ctx.ranks.is_main:
             manifest["phases"][name] = result | {"seconds": round(time.monotonic() - started, 1)}
             write_json_atomic(manifest_path, manifest)
+            if name == "rl":  # recorded: its resume checkpoint (weights + optimiser state) is dead weight now
+                shutil.rmtree(cycle_dir / "rl" / "trainer", ignore_errors=True)
         ctx.ranks.barrier()
         if not ctx.ranks.is_main:
             manifest = _read_json(manifest_path)  # main's record is the run's record

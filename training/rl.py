@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfeval.block import CLOSE_TAG, BlockParseError, answer_before_block, parse_output
-from selfeval.journal import append_record, read_records
+from selfeval.journal import append_record, read_records, rewrite_records
+from selfeval.jsonfile import write_json_atomic
 from selfeval.judge import JudgeClient
 from training.config import TrainConfig
 from training.data import PromptGroup
 from training.progress import Progress
 from training.ranks import Ranks
 from training.reward import format_failure, score_reward
+
+CHECKPOINT_MARKER = "see_checkpoint.json"
 
 
 class StepClock:
@@ -49,8 +55,9 @@ class StepClock:
         return laps
 
 
-class RolloutLog:
-    """Append-only JSONL of rollouts (`selfeval.journal`: flock-protected, fsynced, torn lines skipped)."""
+class StepJournal:
+    """Append-only JSONL of records that each carry the GRPO `step` they belong to: the rollouts, the step
+    metrics (`selfeval.journal`: flock-protected, fsynced, torn lines skipped)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,13 +69,45 @@ class RolloutLog:
     def read(self) -> list[dict]:
         return read_records(self.path)
 
+    def drop_after(self, step: int) -> int:
+        """Keep the records of steps <= `step` (a phase resuming from that step's checkpoint redoes the rest);
+        returns how many were dropped."""
+        records = self.read()
+        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        if len(kept) != len(records):
+            rewrite_records(self.path, kept)
+        return len(records) - len(kept)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete mid-phase GRPO checkpoint: `path` holds the policy, optimiser, scheduler and every rank's RNG
+    state after `step` optimiser steps of a run with `processes` ranks."""
+
+    path: Path
+    step: int
+    processes: int
+
+
+def latest_checkpoint(trainer_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint whose marker says it is complete (the marker is written last, after every rank
+    saved its part), or None."""
+    found = []
+    for marker in trainer_dir.glob(f"checkpoint-*/{CHECKPOINT_MARKER}"):
+        try:
+            data = json.loads(marker.read_text())
+            found.append(Checkpoint(marker.parent, int(data["step"]), int(data["processes"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # torn by a kill: not a checkpoint
+    return max(found, key=lambda c: c.step, default=None)
+
 
 @dataclass
 class RewardContext:
     config: TrainConfig
     window: dict[int, PromptGroup]
     judge: JudgeClient
-    log: RolloutLog
+    log: StepJournal
     cycle: int
     progress: Progress
     rank: int = 0
@@ -186,40 +225,45 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
     if completions % per_pass:
         raise ValueError(f"{completions} completions per step do not split over {world_size} x {rl.per_device_batch}")
     use_vllm = rl.use_vllm and on_gpu
+    saving = {"save_strategy": "steps", "save_steps": rl.checkpoint_every} if rl.checkpoint_every else {}
     stop = {"stop": [CLOSE_TAG], "include_stop_str_in_output": True} if use_vllm else {"stop_strings": [CLOSE_TAG]}
-    return dict(
-        output_dir=str(output_dir),
-        max_steps=rl.steps,
-        per_device_train_batch_size=rl.per_device_batch,
-        gradient_accumulation_steps=completions // per_pass,
-        num_generations=rl.num_generations,
-        learning_rate=rl.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=rl.weight_decay,
-        max_grad_norm=rl.max_grad_norm,
-        beta=rl.kl_coef,
-        epsilon=rl.clip_epsilon,
-        num_iterations=1,
-        loss_type=rl.loss_type,
-        scale_rewards="group",
-        entropy_coef=rl.entropy_coef,
-        temperature=rl.temperature,
-        top_p=rl.top_p,
-        top_k=rl.top_k,
-        max_completion_length=rl.max_completion_tokens,
-        generation_kwargs=stop,
-        use_vllm=use_vllm,
-        vllm_mode="colocate",
-        gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        seed=config.run.seed + cycle,
-        data_seed=config.run.seed + cycle,
-        save_strategy="no",
-        logging_steps=1,
-        report_to=[],
-        disable_tqdm=True,
+    return (
+        dict(
+            output_dir=str(output_dir),
+            max_steps=rl.steps,
+            per_device_train_batch_size=rl.per_device_batch,
+            gradient_accumulation_steps=completions // per_pass,
+            num_generations=rl.num_generations,
+            learning_rate=rl.learning_rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=rl.weight_decay,
+            max_grad_norm=rl.max_grad_norm,
+            beta=rl.kl_coef,
+            epsilon=rl.clip_epsilon,
+            num_iterations=1,
+            loss_type=rl.loss_type,
+            scale_rewards="group",
+            entropy_coef=rl.entropy_coef,
+            temperature=rl.temperature,
+            top_p=rl.top_p,
+            top_k=rl.top_k,
+            max_completion_length=rl.max_completion_tokens,
+            generation_kwargs=stop,
+            use_vllm=use_vllm,
+            vllm_mode="colocate",
+            gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
+            bf16=on_gpu,
+            use_cpu=not on_gpu,
+            seed=config.run.seed + cycle,
+            data_seed=config.run.seed + cycle,
+            save_strategy="no",
+            save_only_model=False,  # a checkpoint is for resuming: optimiser, scheduler and RNG state with it
+            logging_steps=1,
+            report_to=[],
+            disable_tqdm=True,
+        )
+        | saving
     )
 
 
@@ -252,27 +296,42 @@ def run_rl_phase(
     progress: Progress,
     on_gpu: bool,
     ranks: Ranks,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict:
-    """GRPO from `model_dir` over the window on every rank; main saves the policy to `out_dir/model`.
+    """GRPO from `model_dir` (or from `resume`) over the window on every rank; main saves the policy to
+    `out_dir/model`.
 
-    Each rank rewards (and logs) its own share of the completions; returns main's step metrics, each step with
-    its `step_time` and the `generation_s` / `reward_s` spent in it on main."""
+    Each rank rewards (and logs) its own share of the completions. Main journals every step's metrics (TRL's,
+    with `step_time`, plus the `generation_s` / `reward_s` spent in it on main) to `out_dir/steps.jsonl` and
+    returns them all, those from before a resume included. Every `rl.checkpoint_every` steps the trainer saves
+    a checkpoint under `out_dir/trainer`; once every rank has saved, main marks it complete, drops the older
+    one and calls `on_checkpoint(step)`."""
     from transformers import TrainerCallback
 
     model, tokenizer = load_policy(model_dir, on_gpu)
     dataset = rl_dataset(prompts)
-    log = RolloutLog(out_dir / "rollouts.jsonl")
+    log = StepJournal(out_dir / "rollouts.jsonl")
+    step_journal = StepJournal(out_dir / "steps.jsonl")
     clock = StepClock()
     ctx = RewardContext(config, {g.index: g for g, _ in prompts}, judge, log, cycle, progress, ranks.index, clock)
-    steps: list[dict] = []
 
     class StepCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                steps.append({"step": state.global_step, **logs, **clock.lap()})
+            if logs and "loss" in logs and ranks.is_main:
+                step_journal.append({"step": state.global_step, **logs, **clock.lap()})
 
         def on_step_end(self, args, state, control, **kwargs):
             progress.advance("rl_steps")
+            if state.global_step >= state.max_steps:
+                control.should_save = False  # the phase's model is saved next; a checkpoint of it resumes nothing
+
+        def on_save(self, args, state, control, **kwargs):
+            ranks.barrier()  # every rank has written its part (its RNG state) of the checkpoint
+            if ranks.is_main:
+                _seal_checkpoint(out_dir / "trainer", state.global_step, ranks.count)
+                if on_checkpoint is not None:
+                    on_checkpoint(state.global_step)
 
     trainer = _trainer_class()(
         model=model,
@@ -283,9 +342,20 @@ def run_rl_phase(
         callbacks=[StepCallback()],
     )
     trainer.clock = clock
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume.path) if resume is not None else None)
     trainer.save_model(str(out_dir / "model"))  # writes on main only (and gathers sharded weights first)
     if ranks.is_main:
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(out_dir / "model")
-    return {"steps": steps}
+    ranks.barrier()  # main's journal is complete before anyone reads it
+    return {"steps": step_journal.read()}
+
+
+def _seal_checkpoint(trainer_dir: Path, step: int, processes: int) -> None:
+    """Mark `checkpoint-<step>` complete, then drop every other checkpoint (the newest complete one is kept
+    at every moment)."""
+    sealed = trainer_dir / f"checkpoint-{step}"
+    write_json_atomic(sealed / CHECKPOINT_MARKER, {"step": step, "processes": processes})
+    for other in trainer_dir.glob("checkpoint-*"):
+        if other != sealed:
+            shutil.rmtree(other, ignore_errors=True)

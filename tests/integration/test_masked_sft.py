@@ -3,6 +3,7 @@ predictions at answer positions barely move."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,6 +31,7 @@ def _measure(model_dir, rows, tokenizer):
     return digit_probs, answer_logprobs, digit_logprobs
 
 
+@pytest.mark.trains
 def test_digits_move_towards_the_judge_while_answers_stay(tmp_path, model_dir):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = []

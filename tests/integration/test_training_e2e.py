@@ -22,6 +22,7 @@ def train(run_dir, judge_url, **env):
     return subprocess.run(command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
 
 
+@pytest.mark.trains
 @pytest.mark.timeout(2400)  # two training runs of up to 1800 s each on a loaded machine; ~8 min on a quiet one
 def test_cpu_smoke_trains_resumes_after_a_kill_and_serves(tmp_path, model_dir):
     run_dir = tmp_path / "run"

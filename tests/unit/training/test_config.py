@@ -31,6 +31,7 @@ def test_overrides_are_typed():
         ("rl.steps=3", "window_size"),
         ("judge.token_limit_param=max_len", "token_limit_param"),
         ("rl.per_device_batch=3", "per_device_batch"),
+        ("rl.checkpoint_every=-1", "checkpoint_every"),
         ("steps", "key=value"),
     ],
 )

@@ -1,9 +1,18 @@
-"""RL phase pieces that need no training: cutting completions after the closing tag, the rollout log, GRPO args."""
+"""RL phase pieces that need no training: cutting completions after the closing tag, the step journals, mid-phase
+checkpoints, GRPO args."""
 
 import json
 
 from training.config import load_config
-from training.rl import RolloutLog, cut_after_close_tag, grpo_args, grpo_settings
+from training.rl import (
+    CHECKPOINT_MARKER,
+    StepJournal,
+    _seal_checkpoint,
+    cut_after_close_tag,
+    grpo_args,
+    grpo_settings,
+    latest_checkpoint,
+)
 
 
 def test_completion_is_cut_right_after_the_closing_tag(tokenizer):
@@ -17,13 +26,50 @@ def test_completion_is_cut_right_after_the_closing_tag(tokenizer):
 
 
 def test_rollout_log_survives_a_torn_line(tmp_path):
-    log = RolloutLog(tmp_path / "r.jsonl")
+    log = StepJournal(tmp_path / "r.jsonl")
     log.append({"a": 1})
     with open(tmp_path / "r.jsonl", "a") as handle:
         handle.write('{"a": ')
     log.append({"a": 2})
     assert [r["a"] for r in log.read()] == [1, 2]
     assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0]) == {"a": 1}
+
+
+def test_a_resumed_phase_drops_the_records_of_the_steps_it_redoes(tmp_path):
+    journal = StepJournal(tmp_path / "rollouts.jsonl")
+    for step in (1, 1, 2, 2, 3):
+        journal.append({"step": step})
+    with open(journal.path, "a") as handle:
+        handle.write('{"step": 3, "torn')  # the kill came mid-line
+    assert journal.drop_after(2) == 1
+    assert [r["step"] for r in journal.read()] == [1, 1, 2, 2]
+    assert journal.path.read_text().endswith("}\n")  # the torn tail went too
+    assert journal.drop_after(2) == 0
+    journal.append({"step": 3})
+    assert [r["step"] for r in journal.read()] == [1, 1, 2, 2, 3]
+
+
+def test_only_a_sealed_checkpoint_is_resumed_and_sealing_drops_the_older_one(tmp_path):
+    trainer = tmp_path / "trainer"
+    assert latest_checkpoint(trainer) is None  # no directory yet
+    (trainer / "checkpoint-2").mkdir(parents=True)
+    _seal_checkpoint(trainer, 2, processes=2)
+    (trainer / "checkpoint-4").mkdir()  # saved, but the kill came before every rank was done: no marker
+    found = latest_checkpoint(trainer)
+    assert (found.path.name, found.step, found.processes) == ("checkpoint-2", 2, 2)
+    (trainer / "checkpoint-4" / CHECKPOINT_MARKER).write_text('{"step": 4, "proc')  # torn marker
+    assert latest_checkpoint(trainer).step == 2
+    _seal_checkpoint(trainer, 4, processes=2)
+    assert latest_checkpoint(trainer).step == 4
+    assert [p.name for p in trainer.iterdir()] == ["checkpoint-4"]
+
+
+def test_checkpoints_are_saved_every_n_steps_with_optimiser_state_or_not_at_all(tmp_path):
+    saving = grpo_settings(load_config("cpu-smoke"), tmp_path, cycle=1, on_gpu=False, world_size=1)
+    assert (saving["save_strategy"], saving["save_steps"], saving["save_only_model"]) == ("steps", 1, False)
+    never = load_config("cpu-smoke", ["rl.checkpoint_every=0"])
+    assert grpo_settings(never, tmp_path, cycle=1, on_gpu=False, world_size=1)["save_strategy"] == "no"
+    assert load_config("paper").rl.checkpoint_every == 2
 
 
 def test_grpo_is_set_to_the_papers_algorithm(tmp_path):
@@ -60,7 +106,7 @@ def test_reward_judges_valid_blocks_only_and_logs_every_rollout(tmp_path):
     )
     with running_rule_judge() as (url, state):
         judge = JudgeClient(JudgeSettings(base_url=url, model=RULE_JUDGE_MODEL, api_key_env="", max_attempts=1))
-        log = RolloutLog(tmp_path / "rollouts.jsonl")
+        log = StepJournal(tmp_path / "rollouts.jsonl")
         reward = make_reward_function(RewardContext(config, {5: group}, judge, log, 1, NullProgress()))
         rewards = asyncio.run(reward(prompts=["p", "p"], completions=[valid, "Paris."], group_index=[5, 5]))
         assert state.requests == 1  # the invalid output never reaches the judge
