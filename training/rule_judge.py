@@ -218,4 +218,7 @@ def running_rule_judge(
         yield f"http://{host}:{bound}/v1", app.state.judge
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=5)
+        if thread.is_alive():  # a request still held (the `hang` script) keeps a graceful shutdown waiting forever
+            server.force_exit = True
+            thread.join(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -25,13 +26,16 @@ from tests.unit.clients.fakes import ScriptedServer, chat_completion, error
 
 @pytest.fixture
 def slept(monkeypatch) -> list[float]:
+    """The delays the transport sleeps, without sleeping. Only the transport's own `time` and `asyncio` names are
+    replaced: patching the modules themselves also caught every other thread's sleeps (a server loop still
+    running in the test process put 0.1 s sleeps in this list)."""
     delays: list[float] = []
-    monkeypatch.setattr(transport.time, "sleep", delays.append)
 
     async def no_wait(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(transport.asyncio, "sleep", no_wait)
+    monkeypatch.setattr(transport, "time", SimpleNamespace(sleep=delays.append))
+    monkeypatch.setattr(transport, "asyncio", SimpleNamespace(sleep=no_wait))
     return delays
 
 
