@@ -33,6 +33,7 @@ from selfeval.prompts import render_prompt
 from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
 from training.data import load_groups, read_window, sample_window, write_window
 from training.distill import SftRow, build_row, distillable, rows_path, run_sft, select_rows
+from training.judge_tally import JudgeTally, phase_totals
 from training.memory import release_memory
 from training.progress import NullProgress, Progress
 from training.ranks import Ranks, join_ranks
@@ -177,18 +178,13 @@ def _rollout_summary(records: list[dict]) -> dict:
     }
 
 
-def _counter_delta(ctx: RunContext, before: dict) -> dict:
-    after = ctx.judge.counters.as_dict()
-    return {k: after[k] - before.get(k, 0) for k in after}
-
-
 def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> dict:
     rl_dir = cycle_dir / "rl"
     resume = _resumable_checkpoint(ctx, rl_dir)
     if ctx.ranks.is_main and rl_dir.exists():
         _restart_rl_dir(rl_dir, resume)
     ctx.ranks.barrier()
-    before = ctx.judge.counters.as_dict()
+    tally = JudgeTally(ctx.judge, rl_dir, ctx.ranks.index)
     rl = ctx.config.rl
     done_steps = resume.step if resume is not None else 0
     rollouts = rl.steps * rl.prompts_per_step * rl.num_generations // ctx.ranks.count
@@ -212,16 +208,18 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         ctx.ranks,
         resume=resume,
         on_checkpoint=lambda step: _kill_hook(f"cycle{cycle}.rl.step{step}"),
+        tally=tally,
     )
     for task in ("rl_steps", "rollouts", "judge"):
         ctx.progress.finish(task)
-    judge_calls = ctx.ranks.sum_counters(_counter_delta(ctx, before))  # also waits until every rank has logged
+    tally.save()
+    ctx.ranks.barrier()  # every rank's rollouts and judge counters are on disk
     records = StepJournal(rl_dir / "rollouts.jsonl").read()
     return {
         "model": str(rl_dir / "model"),
         "rollout_log": str(rl_dir / "rollouts.jsonl"),
         "summary": _rollout_summary(records),
-        "judge": judge_calls,  # the calls of this process's run of the phase: not those before a resume
+        "judge": phase_totals(rl_dir),  # every rank, every run of the phase (a killed one's calls included)
         "resumed_from_step": done_steps or None,
         "rollout_engine": result["rollout_engine"],
         "steps": result["steps"],
@@ -259,7 +257,9 @@ def _restart_rl_dir(rl_dir: Path, resume: Checkpoint | None) -> None:
         shutil.rmtree(rl_dir / "trainer", ignore_errors=True)
 
 
-async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str]) -> dict:
+async def _rows_from_rollouts(
+    ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str], tally: JudgeTally
+) -> dict:
     """SFT rows from the rollout log; format failures (when included) are judged here, concurrently."""
     groups = {g.index: g for g in window}
     skipped: dict[str, int] = {}
@@ -286,6 +286,7 @@ async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prom
             group = groups[index]
             judge_scores = (await ctx.judge.judge(group.conversation, answer, group.references)).scores
             self_scores = None
+            tally.save()
             ctx.progress.advance("judge")
         return build_row(index, prompt_text[index], answer, judge_scores, self_scores)
 
@@ -296,9 +297,11 @@ async def _rows_from_rollouts(ctx: RunContext, records: list[dict], window, prom
 def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
     records = StepJournal(Path(rl_info["rollout_log"])).read()
     texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
-    before = ctx.judge.counters.as_dict()
+    path = rows_path(cycle_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tally = JudgeTally(ctx.judge, path.parent, ctx.ranks.index)
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
-    built = asyncio.run(_rows_from_rollouts(ctx, records, window, texts))
+    built = asyncio.run(_rows_from_rollouts(ctx, records, window, texts, tally))
     ctx.progress.finish("judge")
     rows = built["rows"]
     if len(rows) < ctx.config.sft.min_rows:
@@ -308,8 +311,6 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
             "sft.include_format_failures=true give more rows."
         )
     selected = select_rows(rows, ctx.config.sft, ctx.config.run.seed + cycle)
-    path = rows_path(cycle_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in selected), encoding="utf-8")
     os.replace(tmp, path)
@@ -322,7 +323,7 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
         "mean_mae_before": _mean(r.mae_before for r in selected if r.mae_before is not None),
     }
     write_json_atomic(path.parent / "summary.json", summary)
-    return {"rows": str(path), "summary": summary, "judge": _counter_delta(ctx, before)}
+    return {"rows": str(path), "summary": summary, "judge": tally.counts()}  # every run of the phase
 
 
 def _mean(values) -> float | None:

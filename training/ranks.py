@@ -39,18 +39,6 @@ class Ranks:
 
             PartialState().wait_for_everyone()
 
-    def sum_counters(self, counters: dict[str, int]) -> dict[str, int]:
-        """The element-wise sum of every rank's counters (a collective: every rank must call it)."""
-        if self.count == 1:
-            return dict(counters)
-        from accelerate.utils import gather_object
-
-        total: dict[str, int] = {}
-        for part in gather_object([counters]):
-            for key, value in part.items():
-                total[key] = total.get(key, 0) + value
-        return total
-
 
 def join_ranks(on_gpu: bool) -> Ranks:
     """Join the launcher's process group (gloo on CPU, NCCL on GPU); a lone process gets `Ranks()`."""

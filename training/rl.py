@@ -35,6 +35,7 @@ from selfeval.jsonfile import write_json_atomic
 from selfeval.judge import JudgeClient
 from training.config import TrainConfig
 from training.data import PromptGroup
+from training.judge_tally import JudgeTally
 from training.progress import Progress
 from training.ranks import Ranks
 from training.reward import format_failure, score_reward
@@ -116,6 +117,7 @@ class RewardContext:
     progress: Progress
     rank: int = 0
     clock: StepClock | None = None
+    tally: JudgeTally | None = None
 
 
 async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, step: int) -> float:
@@ -145,6 +147,8 @@ async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, s
         }
     else:
         judgement = await ctx.judge.judge(group.conversation, parsed.answer, group.references)
+        if ctx.tally is not None:
+            ctx.tally.save()
         ctx.progress.advance("judge")
         breakdown = score_reward(parsed.scores, judgement.scores, ctx.config.reward)
         record |= {
@@ -305,6 +309,7 @@ def run_rl_phase(
     ranks: Ranks,
     resume: Checkpoint | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    tally: JudgeTally | None = None,
 ) -> dict:
     """GRPO from `model_dir` (or from `resume`) over the window on every rank; main saves the policy to
     `out_dir/model`.
@@ -313,7 +318,7 @@ def run_rl_phase(
     with `step_time`, plus the `generation_s` / `reward_s` spent in it on main) to `out_dir/steps.jsonl` and
     returns them all, those from before a resume included. Every `rl.checkpoint_every` steps the trainer saves
     a checkpoint under `out_dir/trainer`; once every rank has saved, main marks it complete, drops the older
-    one and calls `on_checkpoint(step)`."""
+    one and calls `on_checkpoint(step)`. `tally` is saved after every judge call."""
     from transformers import TrainerCallback
 
     if config.rl.use_vllm and not on_gpu:
@@ -323,7 +328,8 @@ def run_rl_phase(
     log = StepJournal(out_dir / "rollouts.jsonl")
     step_journal = StepJournal(out_dir / "steps.jsonl")
     clock = StepClock()
-    ctx = RewardContext(config, {g.index: g for g, _ in prompts}, judge, log, cycle, progress, ranks.index, clock)
+    window = {g.index: g for g, _ in prompts}
+    ctx = RewardContext(config, window, judge, log, cycle, progress, ranks.index, clock, tally)
 
     class StepCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):

@@ -35,19 +35,20 @@ def test_cpu_smoke_trains_resumes_after_a_kill_and_serves(tmp_path, model_dir):
         assert list(manifest["phases"]) == ["rl"] and manifest["phases"]["rl"]["rollout_engine"] == "transformers"
         rollouts = (run_dir / "cycle_1" / "rl" / "rollouts.jsonl").read_text().splitlines()
         assert len(rollouts) == 2 * 2 * 4  # steps x prompts x generations
-        calls_before_kill = judge.stats()["requests"]
 
         resumed = train(run_dir, url)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         stats = judge.stats()
     assert stats["max_repeats"] <= 1, stats  # no judge prompt was paid for twice
-    assert stats["requests"] >= calls_before_kill
     run = json.loads((run_dir / "run_manifest.json").read_text())
     assert run["cycles_done"] == 2 and run["final_model"] == str(run_dir / "final")
+    recorded_requests = 0
     for cycle in (1, 2):
         phases = json.loads((run_dir / f"cycle_{cycle}" / "cycle_manifest.json").read_text())["phases"]
         assert list(phases) == ["rl", "sft_data", "sft"]
         assert phases["sft"]["metrics"]["supervised_tokens"] == 5 * phases["sft"]["metrics"]["examples"]
+        recorded_requests += sum(phases[p]["judge"]["requests"] for p in ("rl", "sft_data"))
+    assert recorded_requests == stats["requests"]  # every paid call is in the manifests, none counted twice
     # the resumed run did not redo cycle 1's RL phase: its rollout log is the one written before the kill
     assert (run_dir / "cycle_1" / "rl" / "rollouts.jsonl").read_text().splitlines() == rollouts
     card = json.loads((run_dir / "final" / "see_card.json").read_text())

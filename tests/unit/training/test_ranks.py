@@ -5,14 +5,12 @@ from __future__ import annotations
 from training.ranks import Ranks, join_ranks, launched_rank
 
 
-def test_a_lone_process_is_main_and_its_collectives_are_identities(monkeypatch):
+def test_a_lone_process_is_main_and_its_barrier_returns(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
     ranks = join_ranks(on_gpu=False)
     assert ranks == Ranks(0, 1) and ranks.is_main and launched_rank() == 0
     ranks.barrier()
-    counters = {"requests": 3, "judged": 2}
-    assert ranks.sum_counters(counters) == counters and ranks.sum_counters(counters) is not counters
 
 
 def test_launched_rank_reads_the_launchers_environment(monkeypatch):
