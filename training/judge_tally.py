@@ -2,8 +2,9 @@
 
 A phase killed part-way and run again (from a checkpoint, or from its start) would otherwise report only the
 calls of its last run. Each rank starts from the counts its file already holds, adds the judge client's counters
-since, and rewrites the file after every judge call (and when it starts); the phase's total is the sum over the files of every rank
-that ever ran it. A call cut off by the kill itself (sent, its answer never read) is the only one it can miss.
+since, and rewrites the file when it starts and after every judge call; the phase's total is the sum over the
+files of every rank that ever ran it. A call cut off by the kill itself (sent, its answer never read) is the only
+one it can miss.
 """
 
 from __future__ import annotations

@@ -258,6 +258,7 @@ def grpo_settings(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: boo
         generation_kwargs=stop,
         use_vllm=use_vllm,
         vllm_mode="colocate",
+        vllm_gpu_memory_utilization=rl.vllm_gpu_memory_utilization,
         vllm_max_model_length=config.data.max_prompt_tokens + rl.max_completion_tokens,
         # vLLM reports logprobs after top-k / top-p renormalisation, the trainer recomputes them at temperature
         # only: with the paper's top-k 25 / top-p 0.9 TRL's per-sequence correction weight was ~0.006 on step 1

@@ -32,6 +32,7 @@ def test_overrides_are_typed():
         ("judge.token_limit_param=max_len", "token_limit_param"),
         ("rl.per_device_batch=3", "per_device_batch"),
         ("rl.checkpoint_every=-1", "checkpoint_every"),
+        ("rl.vllm_gpu_memory_utilization=1", "trainer shares the GPU"),
         ("steps", "key=value"),
     ],
 )

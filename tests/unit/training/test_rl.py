@@ -87,6 +87,9 @@ def test_grpo_is_set_to_the_papers_algorithm(tmp_path):
     assert not plain.use_vllm and plain.generation_kwargs == {"stop_strings": ["[/SELF_EVAL]"]}
     gpu = grpo_settings(config, tmp_path, cycle=1, on_gpu=True, world_size=4)  # GRPOConfig wants a GPU for bf16
     assert gpu["use_vllm"] and gpu["bf16"] and gpu["gradient_checkpointing"]
+    assert gpu["vllm_gpu_memory_utilization"] == 0.3
+    roomier = grpo_settings(load_config("paper", ["rl.vllm_gpu_memory_utilization=0.45"]), tmp_path, 1, True, 4)
+    assert roomier["vllm_gpu_memory_utilization"] == 0.45
     assert gpu["per_device_train_batch_size"] * gpu["gradient_accumulation_steps"] * 4 == 128
 
 
