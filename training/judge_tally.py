@@ -21,6 +21,7 @@ PREFIX = "judge_counters.rank"
 class JudgeTally:
     def __init__(self, judge: JudgeClient, phase_dir: Path, rank: int) -> None:
         self.judge = judge
+        phase_dir.mkdir(parents=True, exist_ok=True)
         self.path = phase_dir / f"{PREFIX}{rank}.json"
         self.carried = _read_counts(self.path)
         self.start = judge.counters.as_dict()

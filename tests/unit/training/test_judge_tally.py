@@ -15,7 +15,7 @@ def client(**counts: int) -> SimpleNamespace:
 
 def test_a_run_counts_only_the_calls_made_since_it_started(tmp_path):
     judge = client(requests=7, judged=5)  # calls of earlier phases in this process
-    tally = JudgeTally(judge, tmp_path, rank=0)
+    tally = JudgeTally(judge, tmp_path / "cycle_1" / "rl", rank=0)  # the phase's folder is made if need be
     judge.counters.requests += 3
     judge.counters.judged += 2
     judge.counters.cache_hits += 1
