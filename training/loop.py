@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfeval.card import Lineage, ModelCard, digit_token_ids_for, load_card, write_card
+from selfeval.journal import rewrite_records
 from selfeval.jsonfile import write_json_atomic
 from selfeval.judge import JudgeClient, JudgeSettings
 from selfeval.prompts import render_prompt
@@ -298,8 +299,7 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
     records = StepJournal(Path(rl_info["rollout_log"])).read()
     texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
     path = rows_path(cycle_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tally = JudgeTally(ctx.judge, path.parent, ctx.ranks.index)
+    tally = JudgeTally(ctx.judge, path.parent, ctx.ranks.index)  # makes the phase's folder
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
     built = asyncio.run(_rows_from_rollouts(ctx, records, window, texts, tally))
     ctx.progress.finish("judge")
@@ -311,9 +311,7 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
             "sft.include_format_failures=true give more rows."
         )
     selected = select_rows(rows, ctx.config.sft, ctx.config.run.seed + cycle)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in selected), encoding="utf-8")
-    os.replace(tmp, path)
+    rewrite_records(path, [r.to_dict() for r in selected])
     summary = {
         "raw_rollouts": len(records),
         "usable": len(rows),
