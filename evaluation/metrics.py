@@ -143,14 +143,15 @@ def topk_vocab_bounds(a: Arrays, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
+    """0-based ranks, ties sharing their average rank (vectorised: bootstraps call this thousands of times)."""
+    values = np.asarray(values)
     order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts_group = np.r_[True, ordered[1:] != ordered[:-1]] if len(values) else np.zeros(0, bool)
+    starts = np.flatnonzero(starts_group)
+    ends = np.r_[starts[1:], len(values)]
     ranks = np.empty(len(values), dtype=float)
-    sorted_values = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = (start + end - 1) / 2.0
-            start = end
+    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(starts_group) - 1]
     return ranks
 
 

@@ -1,5 +1,5 @@
 """`see` entry point: `see serve`, `see generate`, `see model prepare|card`, `see train`, `see judge`, `see eval`,
-`see calibrate fit|show`."""
+`see eval-labels`, `see calibrate fit|show`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from seecli import calibrate as calibrate_cmd
+from seecli import eval_labels as eval_labels_cmd
 from seecli import evaluate as eval_cmd
 from seecli import generate as generate_cmd
 from seecli import model as model_cmd
@@ -20,6 +21,7 @@ app.command("train")(train_cmd.train)
 app.add_typer(train_cmd.judge_app, name="judge")
 app.command("eval")(eval_cmd.evaluate)
 app.command("eval-compare")(eval_cmd.compare)
+app.command("eval-labels")(eval_labels_cmd.eval_labels)
 app.add_typer(calibrate_cmd.app, name="calibrate")
 
 

@@ -43,6 +43,18 @@ def cycle_table(manifests: list[dict]) -> Table:
     return table
 
 
+def distill_table(manifest: dict) -> Table:
+    """Per-epoch validation numbers of a labels-distill run (prompts kept out of training)."""
+    table = Table(title="labels-distill: validation prompts of the training half (teacher-forced)")
+    for column in ("epoch", "train loss", "val loss", "val MAE (expected) per attribute"):
+        table.add_column(column)
+    for entry in manifest["phases"]["sft"]["history"]:
+        val = entry.get("validation") or {}
+        mae = " ".join(f"{v:.2f}" for v in (val.get("mae_expected") or {}).values())
+        table.add_row(str(entry["epoch"]), _fmt(entry.get("train_loss")), _fmt(val.get("loss")), mae or "-")
+    return table
+
+
 def train(
     config: str = typer.Option("cpu-smoke", "--config", "-c", help="Preset name or YAML file"),
     overrides: list[str] = typer.Option([], "--set", help="Override a key: --set rl.steps=4 (repeatable)"),
@@ -51,6 +63,7 @@ def train(
 ) -> None:
     """Train a SEE checkpoint: cycles of GRPO with the judge in the reward, then masked judge distillation."""
     from selfeval.card import CardError
+    from selfeval.delta import DeltaError
     from selfeval.judge import JudgeError
     from training.config import ConfigError, dump_config, load_config
     from training.data import DataError
@@ -85,8 +98,13 @@ def train(
                     f"run directory {directory} (prompt mode {ctx.prompt_mode}, {'GPU' if ctx.on_gpu else 'CPU'}, "
                     f"{ctx.ranks.count} process{'es' if ctx.ranks.count > 1 else ''})"
                 )
-            manifest = run_training(ctx, on_cycle_done=done.append)
-    except (ConfigError, DataError, CardError) as exc:
+            if cfg.run.mode == "labels-distill":
+                from training.labels_distill import run_labels_distill
+
+                manifest = run_labels_distill(ctx)
+            else:
+                manifest = run_training(ctx, on_cycle_done=done.append)
+    except (ConfigError, DataError, CardError, DeltaError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except (TrainingError, DistillError, JudgeError) as exc:
@@ -94,7 +112,10 @@ def train(
         raise typer.Exit(1) from None
     if not main:
         return
-    console.print(cycle_table(done))
+    if cfg.run.mode == "labels-distill":
+        console.print(distill_table(manifest))
+    else:
+        console.print(cycle_table(done))
     console.print(
         f"final checkpoint: {manifest['final_model']}  ({time.monotonic() - started:.0f} s)\n"
         f"serve it: see serve --model {manifest['final_model']}"

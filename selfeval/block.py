@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX, ScoreError, validate_scores
@@ -74,6 +75,24 @@ def forced_segments() -> list[str]:
 
 def block_suffix() -> str:
     return f"}}\n{CLOSE_TAG}"
+
+
+def forced_token_layout(encode, answer: str, digit_token_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The tokens a forced readout feeds after the prompt when its five digits are `digit_token_ids`.
+
+    `encode(answer + segment 0)`, digit 0, `encode(segment 1)`, digit 1, ..., digit 4: exactly the context the
+    server's forced readout builds step by step, so masked distillation on it trains the readout users get.
+    Returns (token ids, index of each digit token in them).
+    """
+    segments = forced_segments()
+    ids = list(encode(answer + segments[0]))
+    positions = []
+    for index, digit in enumerate(digit_token_ids):
+        if index:
+            ids.extend(encode(segments[index]))
+        positions.append(len(ids))
+        ids.append(digit)
+    return ids, positions
 
 
 def parse_output(text: str) -> ParsedOutput:

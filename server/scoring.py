@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selfeval.block import BlockParseError, answer_before_block, forced_segments, parse_output
+from selfeval.block import BlockParseError, answer_before_block, forced_token_layout, parse_output
 from selfeval.readout import (
     ReadoutError,
     ScoreDistribution,
@@ -70,24 +70,21 @@ async def forced_readout(
 
     Returns (distributions or None, why not, readout tokens = answer + block tokens fed after the prompt).
     """
-    segments = forced_segments()
-    context = prompt_ids + engine.encode(answer + segments[0])
-    step_ids = [engine.encode(segment) for segment in segments[1:]]
-    needed = len(context) + sum(len(ids) + 1 for ids in step_ids) + 1
+    # the digits are filled in as they are read; what precedes digit i never depends on the digits after it
+    layout, positions = forced_token_layout(engine.encode, answer, [engine.digit_token_ids[0]] * len(ATTRIBUTES))
+    needed = len(prompt_ids) + len(layout)
     if needed > engine.max_model_len:
         return None, f"prompt + answer + block need {needed} tokens; the context is {engine.max_model_len}", 0
     distributions: dict[str, ScoreDistribution] = {}
     for index, attribute in enumerate(ATTRIBUTES):
-        logprobs = await engine.next_digit_logprobs(context, f"{request_id}-r{index}")
-        processed = len(context) - len(prompt_ids)
+        logprobs = await engine.next_digit_logprobs(prompt_ids + layout[: positions[index]], f"{request_id}-r{index}")
         try:
             distribution = distribution_from_token_logprobs(logprobs, engine.digit_token_ids)
         except ReadoutError as exc:
-            return None, f"forced readout of {attribute} failed: {exc}", processed
+            return None, f"forced readout of {attribute} failed: {exc}", positions[index]
         distributions[attribute] = distribution
-        if index + 1 < len(ATTRIBUTES):
-            context = context + [engine.digit_token_ids[distribution.argmax]] + step_ids[index]
-    return distributions, None, len(context) - len(prompt_ids)
+        layout[positions[index]] = engine.digit_token_ids[distribution.argmax]
+    return distributions, None, positions[-1]
 
 
 async def read_self_evaluation(

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from selfeval.models import NAMED_MODELS
 from server.policy import PolicyThresholds
 
 
@@ -82,7 +83,11 @@ class Settings(BaseSettings):
     )
 
     # what to serve
-    model: Path | None = Field(None, description="Checkpoint directory with see_card.json; unset = the default model")
+    model: Path | None = Field(
+        None,
+        description="Checkpoint directory with see_card.json, or a provisioned model's name "
+        f"({' or '.join(NAMED_MODELS)}); unset = the default model",
+    )
     served_model_name: str | None = Field(
         None, description="Name reported in responses; default: the card's model_name"
     )
@@ -146,8 +151,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.model is not None and not self.model.is_dir():
-            raise ValueError(f"model directory {self.model} does not exist")
+        if self.model is not None and not self.model.is_dir() and str(self.model) not in NAMED_MODELS:
+            raise ValueError(
+                f"model directory {self.model} does not exist (provisioned models by name: {', '.join(NAMED_MODELS)})"
+            )
         if self.calibration_file is not None and not self.calibration_file.is_file():
             raise ValueError(f"calibration_file {self.calibration_file} does not exist")
         if self.shadow.rate > 0 and not self.ledger.enabled:

@@ -31,7 +31,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "see"
-    base_model: str = "default"  # a checkpoint directory with see_card.json, or "default" (the default model)
+    # see: SEE cycles (GRPO with the judge in the reward, then masked distillation of judged rollouts);
+    # labels-distill: masked distillation of a labelled set's own responses on their human labels (off-policy)
+    mode: str = "see"
+    # a checkpoint directory with see_card.json, "default" (the served default model) or "default-untrained"
+    # (the instruct model the default was distilled from)
+    base_model: str = "default"
     prompt_mode: str = "auto"  # auto = the base model card's mode; or see-base / chat
     cycles: int = 15
     seed: int = 42
@@ -96,6 +101,11 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     max_grad_norm: float = 1.0
     max_length: int = 12288
+    weight_decay: float = 0.0
+    # labels-distill only: train the top N decoder layers (+ final norm) on cached features of the frozen rest
+    trainable_top_layers: int = 0
+    target_sigma: float = 0.0  # labels-distill: 0 = one-hot human digit; > 0 = Gaussian soft targets on 0-9
+    validation_fraction: float = 0.0  # labels-distill: share of prompts kept out of training, reported only
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,14 @@ def validate(config: TrainConfig) -> None:
         problems.append("run.device must be auto, cpu or cuda")
     if run.keep_checkpoints not in ("last", "all"):
         problems.append("run.keep_checkpoints must be last or all")
-    if data.window_size != rl.steps * rl.prompts_per_step:
+    if run.mode not in ("see", "labels-distill"):
+        problems.append("run.mode must be see or labels-distill")
+    if run.mode == "labels-distill":
+        if sft.trainable_top_layers < 1:
+            problems.append("labels-distill trains the top layers: set sft.trainable_top_layers >= 1")
+        if not 0 <= sft.validation_fraction < 1 or sft.target_sigma < 0:
+            problems.append("sft.validation_fraction must be in [0, 1) and sft.target_sigma >= 0")
+    elif data.window_size != rl.steps * rl.prompts_per_step:
         problems.append(
             f"data.window_size ({data.window_size}) must equal rl.steps x rl.prompts_per_step "
             f"({rl.steps} x {rl.prompts_per_step}): one RL phase is exactly one pass over the window"

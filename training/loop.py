@@ -80,10 +80,11 @@ class RunContext:
 
 
 def resolve_base_model(config: TrainConfig) -> Path:
-    if config.run.base_model == "default":
-        from selfeval.models import prepare_default_model
+    if config.run.base_model in ("default", "default-untrained"):
+        from selfeval.models import prepare_base_model, prepare_default_model
 
-        return prepare_default_model(report=log.info)
+        prepare = prepare_default_model if config.run.base_model == "default" else prepare_base_model
+        return prepare(report=log.info)
     path = Path(config.run.base_model).expanduser()
     if not path.is_dir():
         raise ConfigError(f"run.base_model {config.run.base_model!r} is not a directory (or 'default')")

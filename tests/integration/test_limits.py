@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from see_client import NO_RETRIES, AsyncSeeClient, AuthenticationError, RetryEvent, RetryPolicy, SeeClient
+from selfeval.models import DEFAULT_MODEL_NAME
 from tests.integration.conftest import running_server
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,7 @@ def test_probes_and_metrics_stay_open(guarded):
 def test_the_official_client_authenticates_with_its_api_key(guarded):
     client = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=KEY, max_retries=0, timeout=120)
     completion = client.chat.completions.create(
-        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+        model=DEFAULT_MODEL_NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
     )
     assert completion.choices[0].model_dump()["decision"]["action"]
     with pytest.raises(openai.AuthenticationError):
@@ -132,7 +133,7 @@ def test_prompt_and_answer_caps_are_400s_that_name_the_setting(guarded):
     assert response.status_code == 400 and error["code"] == "prompt_too_long" and error["param"] == "messages"
     assert "SEE_MAX_PROMPT_TOKENS" in error["message"]
 
-    too_many = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1601}
+    too_many = {"model": DEFAULT_MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1601}
     response = httpx.post(f"{guarded.url}/v1/chat/completions", json=too_many, headers=auth(), timeout=60)
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "max_tokens_too_large" and error["param"] == "max_tokens"

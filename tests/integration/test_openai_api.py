@@ -12,11 +12,12 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from selfeval.models import DEFAULT_MODEL_NAME
 from selfeval.rubric import ATTRIBUTES
 
 pytestmark = pytest.mark.integration
 
-MODEL = "SmolLM2-135M-Instruct"
+MODEL = DEFAULT_MODEL_NAME
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 

@@ -151,3 +151,20 @@ def test_stream_holds_back_a_possible_tag_and_releases_it_when_it_is_not_one():
     assert stream.feed("F] here") == " [SELF] here"
     assert stream.feed("\n\n[SELF_EVAL]\n{") == ""
     assert stream.closed and stream.answer == "Use [SELF] here"
+
+
+def test_forced_token_layout_is_the_canonical_block_with_each_digit_one_token():
+    from selfeval.block import forced_token_layout, render_output
+
+    vocabulary: dict[str, int] = {}
+
+    def encode(text: str) -> list[int]:  # one token per character: positions are easy to check
+        return [vocabulary.setdefault(ch, len(vocabulary)) for ch in text]
+
+    digits = [vocabulary.setdefault(str(d), len(vocabulary)) for d in range(10)]
+    scores = {"helpfulness": 7, "correctness": 6, "coherence": 8, "complexity": 3, "verbosity": 2}
+    ids, positions = forced_token_layout(encode, "Paris.", [digits[scores[a]] for a in ATTRIBUTES])
+    decoded = "".join({v: k for k, v in vocabulary.items()}[i] for i in ids)
+    assert decoded + "}\n[/SELF_EVAL]" == render_output("Paris.", scores)
+    assert [decoded[p] for p in positions] == [str(scores[a]) for a in ATTRIBUTES]
+    assert positions[-1] == len(ids) - 1
