@@ -48,14 +48,7 @@ def stamp() -> str:
 
 
 def engine_env() -> dict[str, str]:
-    cores = os.cpu_count() or 1
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
+    return launch.cpu_engine_env()
 
 
 def served(command: list[str], env: dict, log_path: Path, ready_url: str, timeout: float = 600):
@@ -69,18 +62,7 @@ def sidecar_server(model_dir: Path, port: int, log_path: Path):
 
 
 def stock_vllm_server(model_dir: Path, port: int, log_path: Path):
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        STOCK_MODEL_NAME,
-        "--port",
-        str(port),
-        *ENGINE_FLAGS,
-    ]
+    command = launch.stock_vllm_command(model_dir, port, STOCK_MODEL_NAME, *ENGINE_FLAGS)
     return served(command, engine_env(), log_path, f"http://127.0.0.1:{port}/health")
 
 

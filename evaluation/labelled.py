@@ -15,8 +15,7 @@ per response, appended durably), so an interrupted run resumes where it stopped 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,10 +25,11 @@ import httpx
 
 from selfeval.journal import append_record, read_records
 from selfeval.rubric import ATTRIBUTES
-from server.launch import ServerStartError, free_port, served
+from server.launch import ServerStartError, cpu_engine_env, free_port, served, stock_vllm_command
 from training.labels_judge import LabelsJudge
 
 READY_TIMEOUT_S = 900
+BASELINE_SERVED_NAME = "baseline"
 P_TRUE_QUESTION = (
     "Here is a conversation between a user and an AI assistant, and the assistant's final response.\n\n"
     "[Conversation]\n{conversation}\n\n[Response]\n{response}\n\n"
@@ -50,8 +50,9 @@ class LabelledItem:
     human: dict[str, int]  # 0-9 (doubled human labels)
 
 
-def labelled_items(path: Path, half: str | None, limit: int | None = None) -> list[LabelledItem]:
-    """Every labelled pair of one half of the set, in file order; ids are stable (group and position)."""
+def labelled_items(path: Path, half: str | None, limit: int | None = None, seed: int = 0) -> list[LabelledItem]:
+    """Every labelled pair of one half of the set (or a seeded sample of about `limit` responses), in file
+    order; ids are stable (group and position)."""
     judge = LabelsJudge.from_file(path, half)
     items, seen = [], {}
     for pair in judge:
@@ -60,9 +61,12 @@ def labelled_items(path: Path, half: str | None, limit: int | None = None) -> li
         items.append(
             LabelledItem(f"p{pair.group_index}r{position}", pair.group_index, pair.conversation, pair.response, scores)
         )
-    if limit is not None:  # whole prompt groups, so the bootstrap over prompts stays paired
-        groups = sorted({item.group for item in items})[: max(1, -(-limit // 2))]
-        items = [item for item in items if item.group in set(groups)][:limit]
+    if limit is not None and limit < len(items):
+        # a seeded random sample of whole prompts (both responses), in file order: the bootstrap stays paired
+        # and the sample does not inherit whatever order the file has
+        groups = sorted({item.group for item in items})
+        chosen = set(random.Random(seed).sample(groups, max(1, min(len(groups), -(-limit // 2)))))
+        items = [item for item in items if item.group in chosen][:limit]
     return items
 
 
@@ -143,7 +147,9 @@ def score_baselines(
         async with httpx.AsyncClient(base_url=url, timeout=900.0) as http:
 
             async def complete(body: dict) -> dict:
-                response = await http.post("/v1/completions", json={"model": "baseline", "temperature": 0, **body})
+                response = await http.post(
+                    "/v1/completions", json={"model": BASELINE_SERVED_NAME, "temperature": 0, **body}
+                )
                 if response.status_code != 200:
                     raise LabelledEvalError(f"the baseline server answered {response.status_code}: {response.text}")
                 return response.json()["choices"][0]
@@ -189,33 +195,13 @@ def score_baselines(
 def stock_vllm_server(model_dir: Path, log_path: Path, max_model_len: int = 4096) -> Iterator[str]:
     """vLLM's own OpenAI server on `model_dir` (loopback, free port) until the block ends; yields its URL."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
-        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}"),
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        "baseline",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(max_model_len),
-        "--disable-log-stats",
-    ]
+    flags = ["--max-model-len", str(max_model_len), "--disable-log-stats"]
     import torch
 
     if not torch.cuda.is_available():
-        command += ["--dtype", "float32", "--enforce-eager"]
+        flags += ["--dtype", "float32", "--enforce-eager"]
+    command = stock_vllm_command(model_dir, port, BASELINE_SERVED_NAME, *flags)
+    env = cpu_engine_env()
     try:
         with served(command, env, log_path, f"http://127.0.0.1:{port}/health", READY_TIMEOUT_S):
             yield f"http://127.0.0.1:{port}"

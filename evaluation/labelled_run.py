@@ -79,7 +79,7 @@ def run_labelled_eval(spec: LabelledSpec, out: Path, progress: Progress | None =
     progress = progress or NullProgress()
     out.mkdir(parents=True, exist_ok=True)
     data = Path(spec.data)
-    items = labelled_items(data, spec.half, spec.limit)
+    items = labelled_items(data, spec.half, spec.limit, spec.seed)
     seconds = collect(spec, out, items, progress)
     ours, untrained, base = (
         _by_id(out / f) for f in (f"scores_{OURS}.jsonl", f"scores_{UNTRAINED}.jsonl", "baselines.jsonl")

@@ -45,7 +45,9 @@ def eval_labels(
     ),
     data: Path | None = typer.Option(None, help="Labelled HelpSteer2 jsonl(.gz) (default: the shipped subset)"),
     half: str = typer.Option("eval.json", help="Which half of the subset to score (kitware_file); never train on it"),
-    limit: int | None = typer.Option(None, help="Only the first N responses (whole prompts), e.g. a smoke run"),
+    limit: int | None = typer.Option(
+        None, help="Only about N responses: a seeded random sample of whole prompts (default: the whole half)"
+    ),
     out: Path = typer.Option(Path("runs/eval-labels"), help="Output directory; an interrupted run resumes"),
     concurrency: int = typer.Option(4, help="Requests in flight per server"),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over prompts) for the 95% intervals"),

