@@ -35,24 +35,14 @@ def fmt(stat: dict | None) -> str:
     return f"{stat['value']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
 
 
-def _table(metrics: dict, target: str) -> list[str]:
-    rows = metrics["targets"][target]
-    columns = [m for m in METRIC_NAMES if any(m in cells for cells in rows.values())]
-    lines = ["| predictor | " + " | ".join(METRIC_NAMES[m] for m in columns) + " |"]
+def _table(cells_by_name: dict[str, dict], first_column: str, highlight: str | None = None) -> list[str]:
+    """A markdown table: one row per predictor, one column per metric any of them has."""
+    columns = [m for m in METRIC_NAMES if any(m in cells for cells in cells_by_name.values())]
+    lines = [f"| {first_column} | " + " | ".join(METRIC_NAMES[m] for m in columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
-    for name, cells in rows.items():
-        shown = f"**{name}**" if name == metrics["ours"] else name
+    for name, cells in cells_by_name.items():
+        shown = f"**{name}**" if name == highlight else name
         lines.append(f"| {shown} | " + " | ".join(fmt(cells.get(m)) for m in columns) + " |")
-    return lines
-
-
-def _paired(metrics: dict, target: str) -> list[str]:
-    paired = metrics["paired_vs_baselines"][target]
-    columns = [m for m in METRIC_NAMES if any(m in cells for cells in paired.values())]
-    lines = ["| ours minus | " + " | ".join(METRIC_NAMES[m] for m in columns) + " |"]
-    lines.append("|---" * (len(columns) + 1) + "|")
-    for name, cells in paired.items():
-        lines.append(f"| {name} | " + " | ".join(fmt(cells.get(m)) for m in columns) + " |")
     return lines
 
 
@@ -83,8 +73,9 @@ def render(metrics: dict) -> str:
         lines.append(f"| {name} | {mix['accept']:.3f} | {mix['review']:.3f} | {mix['escalate']:.3f} | {mix['n']} |")
     for target in TARGETS:
         human = "human helpfulness" if target == "quality" else f"human {target}"
-        lines += ["", f"## {target} (against {human})", "", *_table(metrics, target), "", "Paired differences:", ""]
-        lines += _paired(metrics, target)
+        lines += ["", f"## {target} (against {human})", ""]
+        lines += _table(metrics["targets"][target], "predictor", metrics["ours"])
+        lines += ["", "Paired differences:", "", *_table(metrics["paired_vs_baselines"][target], "ours minus")]
     skipped = metrics["skipped"]
     lines += [
         "",
