@@ -76,6 +76,20 @@ def render(metrics: dict) -> str:
         lines += ["", f"## {target} (against {human})", ""]
         lines += _table(metrics["targets"][target], "predictor", metrics["ours"])
         lines += ["", "Paired differences:", "", *_table(metrics["paired_vs_baselines"][target], "ours minus")]
+    if "readouts_only" in metrics:  # the baseline pass was cut short: both readouts on every row they scored
+        more = metrics["readouts_only"]
+        lines += [
+            "",
+            f"## The two readouts on all {more['n_responses']} responses both scored ({more['n_prompts']} prompts)",
+            "",
+            "The tables above cover only the responses every source scored; these cover every response the two "
+            "sidecars scored.",
+        ]
+        for target in TARGETS:
+            lines += ["", f"### {target}", "", *_table(more["targets"][target], "predictor", more["ours"])]
+        lines += ["", "| model | accept | review | escalate | n |", "|---|---|---|---|---|"]
+        for name, mix in more["decisions"].items():
+            lines.append(f"| {name} | {mix['accept']:.3f} | {mix['review']:.3f} | {mix['escalate']:.3f} | {mix['n']} |")
     skipped = metrics["skipped"]
     lines += [
         "",

@@ -42,6 +42,7 @@ class LabelledSpec:
     concurrency: int = 4
     resamples: int = 1000
     seed: int = 0
+    collect: bool = True  # False: report on what the journals already hold (an interrupted or cut-short run)
 
 
 def _by_id(path: Path) -> dict[str, dict]:
@@ -80,7 +81,7 @@ def run_labelled_eval(spec: LabelledSpec, out: Path, progress: Progress | None =
     out.mkdir(parents=True, exist_ok=True)
     data = Path(spec.data)
     items = labelled_items(data, spec.half, spec.limit, spec.seed)
-    seconds = collect(spec, out, items, progress)
+    seconds = collect(spec, out, items, progress) if spec.collect else {}
     ours, untrained, base = (
         _by_id(out / f) for f in (f"scores_{OURS}.jsonl", f"scores_{UNTRAINED}.jsonl", "baselines.jsonl")
     )
@@ -144,6 +145,25 @@ def run_labelled_eval(spec: LabelledSpec, out: Path, progress: Progress | None =
         for name, journal in ((OURS, ours), (UNTRAINED, untrained))
     }
     metrics["goals"] = goals(metrics)
+    readouts = [i for i in items if all(i.id in s and "skipped" not in s[i.id] for s in (ours, untrained))]
+    if len(readouts) > len(kept):  # a cut-short baseline pass: the two readouts on every row both scored too
+        metrics["readouts_only"] = evaluate(
+            np.asarray([[i.human[a] for a in ATTRIBUTES] for i in readouts], dtype=int),
+            np.asarray([i.group for i in readouts]),
+            [
+                Predictor(OURS, "distribution", "", probs=np.asarray([ours[i.id]["probs"] for i in readouts], float)),
+                Predictor(
+                    UNTRAINED, "distribution", "", probs=np.asarray([untrained[i.id]["probs"] for i in readouts], float)
+                ),
+            ],
+            OURS,
+            spec.resamples,
+            spec.seed,
+        )
+        metrics["readouts_only"]["decisions"] = {
+            name: decision_mix([journal[i.id]["decision"] for i in readouts])
+            for name, journal in ((OURS, ours), (UNTRAINED, untrained))
+        }
     metrics["skipped"] = {
         "responses_in_half": len(items),
         "compared": len(kept),

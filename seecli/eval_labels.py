@@ -51,6 +51,9 @@ def eval_labels(
     out: Path = typer.Option(Path("runs/eval-labels"), help="Output directory; an interrupted run resumes"),
     concurrency: int = typer.Option(4, help="Requests in flight per server"),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples (over prompts) for the 95% intervals"),
+    report_only: bool = typer.Option(
+        False, help="Start no server: report on the responses every source has already scored (a cut-short run)"
+    ),
 ) -> None:
     """Self-scores vs human labels next to the baselines, in one run: metrics.json, report.md, plots."""
     from evaluation.answers import AnswerError
@@ -71,6 +74,7 @@ def eval_labels(
             limit=limit,
             concurrency=concurrency,
             resamples=bootstrap,
+            collect=not report_only,
         )
         with RichProgress(console) as progress:
             metrics = run_labelled_eval(spec, out, progress)
