@@ -184,6 +184,12 @@ def run_labelled_eval(spec: LabelledSpec, out: Path, progress: Progress | None =
 
 
 def _shown(path: str) -> str:
+    """A path as a report may show it: relative to the repository, else under ~, never a user's absolute path."""
+    from training.config import REPO_ROOT
+
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO_ROOT):
+        return str(resolved.relative_to(REPO_ROOT))
     home = str(Path.home())
     return path.replace(home, "~", 1) if path.startswith(home) else path
 
