@@ -73,7 +73,8 @@ def serve(settings: Settings) -> int:
         "listening on http://%s:%d (model loading; GET /ready turns 200 when it is ready)", settings.host, settings.port
     )
     server.run()
-    return 1 if app.state.see.load_error else 0
+    state = app.state.see
+    return 1 if state.load_error or state.engine_dead() else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 `build_app` wires settings, metrics, routes and error handlers; nothing heavy happens at import. The engine
 loads in a background task during the lifespan, so `/health` answers at once while `/ready` and the model
 routes answer 503 until the engine is loaded and warmed up. A load failure is recorded, reported by
-`/health` (so an orchestrator restarts the process) and handed to `on_fatal`.
+`/health` (so an orchestrator restarts the process) and handed to `on_fatal`; so is an engine that dies later
+(a watchdog polls vLLM's liveness flag every second): the process exits non-zero instead of staying up and
+answering every request with an error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi import FastAPI
 from selfeval.calibration import CalibrationMap, card_fingerprint
 from selfeval.card import ModelCard
 from server.engine import Engine, SchedulerObserver
-from server.errors import NotReadyError, install_error_handlers
+from server.errors import EngineDeadError, NotReadyError, install_error_handlers
 from server.feedback_loop import FeedbackLoop
 from server.limits import RequestLimits
 from server.metrics import HttpMetricsMiddleware, ServiceMetrics
@@ -31,6 +33,7 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+ENGINE_CHECK_INTERVAL_S = 1.0
 EngineBuilder = Callable[[Settings, Path, tuple[int, ...], SchedulerObserver], Awaitable[Engine]]
 
 
@@ -49,7 +52,14 @@ class AppState:
     started_at: float = field(default_factory=time.monotonic)
     created_at: float = field(default_factory=time.time)
 
+    def engine_dead(self) -> bool:
+        return self.engine is not None and self.engine.is_dead()
+
     def require_service(self) -> GenerationService:
+        if self.engine_dead():
+            raise EngineDeadError(
+                "the inference engine of this replica died; it is restarting, retry the request", code="engine_dead"
+            )
         if self.service is not None:
             return self.service
         if self.load_error:
@@ -98,6 +108,17 @@ def build_app(
             log.exception("the engine failed to load")
             if on_fatal is not None:
                 on_fatal()
+            return
+        await watch_engine()
+
+    async def watch_engine() -> None:
+        """A dead engine never comes back: report it on /health and exit, so the orchestrator restarts the
+        process (and stops routing to it) instead of this replica answering every request with an error."""
+        while not state.engine_dead():
+            await asyncio.sleep(ENGINE_CHECK_INTERVAL_S)
+        log.error("the inference engine died; exiting so that the process is restarted")
+        if on_fatal is not None:
+            on_fatal()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -119,7 +140,6 @@ def build_app(
     app.state.see = state
     install_error_handlers(app)
 
-    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.add_middleware(
         RequestLimits,
         api_keys=settings.all_api_keys(),
@@ -129,6 +149,8 @@ def build_app(
         retry_after_s=settings.retry_after_s,
         in_flight=state.metrics.in_flight.labels(model_name),
     )
+    # added last = outermost: rejections by the limits (401, 413, 429) are counted like any other answer
+    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.include_router(health.router)
     app.include_router(generate.router)
     app.include_router(openai.router)

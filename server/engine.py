@@ -2,8 +2,9 @@
 
 The service only needs two calls: generate an answer from prompt token ids (optionally with the log-
 probabilities of the ten digit tokens at every position), and read the digit log-probabilities of the next
-token after a given context (one step of a forced readout). Keeping it this small leaves room for a second
-adapter, e.g. a remote vLLM server over HTTP, without touching the service.
+token after a given context (one step of a forced readout); plus `is_dead`, whether the engine can never serve
+again. Keeping it this small leaves room for a second adapter, e.g. a remote vLLM server over HTTP, without
+touching the service.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Engine(Protocol):
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
     def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]: ...
     async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]: ...
+    def is_dead(self) -> bool: ...
     def shutdown(self) -> None: ...
 
 
@@ -227,6 +229,11 @@ class VllmEngine:
             final = output
         position = final.outputs[0].logprobs[0]
         return {token: position[token].logprob for token in self.digit_token_ids if token in position}
+
+    def is_dead(self) -> bool:
+        """True once the engine cannot serve again: vLLM's monitor saw the EngineCore process exit, or its
+        output handler stopped. Nothing in this process brings it back; the process must be restarted."""
+        return bool(self._llm.errored)
 
     def shutdown(self) -> None:
         self._llm.shutdown()

@@ -8,7 +8,9 @@ nothing internal while the traceback goes to the log.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +51,10 @@ class NotReadyError(ServiceError):
     error_type = "service_unavailable"
 
 
+class EngineDeadError(NotReadyError):
+    """The engine process died: this replica cannot serve again and is exiting; another replica can."""
+
+
 class RequestTimeoutError(ServiceError):
     status_code = 504
     error_type = "timeout_error"
@@ -63,14 +69,29 @@ def error_body(message: str, error_type: str, param: str | None = None, code: st
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message that quotes the caller's bad input (a lone surrogate,
+    say) must still encode, or the 400 that reports it becomes a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(status_code: int, message: str, error_type: str, param: str | None = None, code: str | None = None):
-    return JSONResponse(status_code=status_code, content=error_body(message, error_type, param, code))
+    return AsciiJSONResponse(status_code=status_code, content=error_body(message, error_type, param, code))
+
+
+# pydantic names the member of a union a value failed in (`stop: str | list[str]` -> 'str', 'list[str]',
+# 'function-after[...]'); those are types, not parameters, so they stay out of `param`.
+_UNION_MEMBER = re.compile(r"^(?:[a-z]+(?:-[a-z]+)*\[.*\]|str|int|float|bool|none)$")
 
 
 def _location(loc: tuple) -> str:
     """('body', 'messages', 0, 'content') -> 'messages[0].content'."""
     out = ""
     for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, str) and _UNION_MEMBER.match(part):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

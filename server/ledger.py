@@ -30,8 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger(__name__)
+SECRET_PARAMS = ("password", "sslpassword")
 
 SCHEMA_VERSION = 1
 SCHEMA = (
@@ -203,7 +205,7 @@ class Ledger:
             except LedgerError:
                 raise
             except Exception as exc:
-                raise LedgerError(f"cannot open the ledger at {self.shown_url()}: {exc}") from exc
+                raise LedgerError(redact(f"cannot open the ledger at {self.shown_url()}: {exc}", self.url)) from None
         return self._conn
 
     def _disconnect(self) -> None:
@@ -250,11 +252,8 @@ class Ledger:
         future.set_exception(exc)
 
     def shown_url(self) -> str:
-        """The URL without a password, for messages."""
-        if "@" in self.url and "://" in self.url:
-            scheme, rest = self.url.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return self.url
+        """The URL without its secrets, for messages, logs and /health."""
+        return redact(self.url, self.url)
 
     class _Cursor:
         """What an operation sees: execute with `?` placeholders on either backend."""
@@ -377,3 +376,20 @@ class Ledger:
             }
 
         return operation
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a ledger URL carries: the password of user:password@ and ?password= / ?sslpassword=."""
+    if "://" not in url:
+        return []
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [value for key, value in parse_qsl(parts.query) if key.lower() in SECRET_PARAMS and value]
+    return found
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with every secret of `url` replaced by ***, also the user:password@ form without a username."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -90,7 +90,7 @@ class RequestLimits:
             body = await self._read_limited(receive)
             if body is None:
                 return await self._reject(send, *self._too_large())
-            receive = self._replay(body)
+            receive = self._replay(body, receive)
         if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)) or path.startswith(UNQUEUED_ROUTES):
             return await self.app(scope, receive, send)
         if self.pending >= self.max_pending:
@@ -132,14 +132,16 @@ class RequestLimits:
                 return b"".join(chunks)
 
     @staticmethod
-    def _replay(body: bytes):
+    def _replay(body: bytes, receive):
+        """The body read above as one message, then the client's own channel: a streaming response listens
+        on it for the disconnect, which must be the client's, not an invented one."""
         sent = False
 
-        async def receive():
+        async def replay():
             nonlocal sent
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return {"type": "http.disconnect"}
+            return await receive()
 
-        return receive
+        return replay

@@ -210,6 +210,17 @@ class HttpMetricsMiddleware:
     def __init__(self, app, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.known_paths: frozenset[str] | None = None
+
+    def route_label(self, scope) -> str:
+        """The matched route template; for a request turned away before routing (401, 413, 429) its path when
+        that is a fixed route of the app, so a full queue shows on the route it hit; else 'unmatched'."""
+        if (route := scope.get("route")) is not None:
+            return getattr(route, "path", "unmatched")
+        if self.known_paths is None:
+            routes = getattr(scope.get("app"), "routes", ())
+            self.known_paths = frozenset(r.path for r in routes if "{" not in getattr(r, "path", "{"))
+        return scope["path"] if scope["path"] in self.known_paths else "unmatched"
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -223,7 +234,7 @@ class HttpMetricsMiddleware:
                 status[0] = message["status"]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                route = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.observe_http(route, scope["method"], status[0], time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                self.metrics.observe_http(self.route_label(scope), scope["method"], status[0], elapsed)
 
         await self.app(scope, receive, send_and_record)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.protocol import ChatMessage, SelfEvaluation
+from server.protocol import SEED_MAX, ChatMessage, SelfEvaluation, Text, Thresholds
 
 
 class DecisionOut(BaseModel):
@@ -29,20 +29,20 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: StrictStr
+    model: Text
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, description="Deprecated OpenAI name of max_completion_tokens")
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=8, description="Number of choices; every choice is scored")
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: int | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Choice i samples with seed + i (mod 2^63)")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: StrictStr | None = Field(None, description="Accepted for compatibility; not logged")
+    user: Text | None = Field(None, description="Accepted for compatibility; not logged")
     # --- SEE extensions ---
-    decision_thresholds: dict[str, float | int | str] | None = Field(
+    decision_thresholds: Thresholds | None = Field(
         None, description="SEE extension: per-request overrides of the decision policy thresholds"
     )
     score: bool = Field(
@@ -115,9 +115,9 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation the response answers")
-    response: StrictStr = Field(description="Any model's answer to score (teacher-forced readout)")
-    model: StrictStr | None = None
-    decision_thresholds: dict[str, float | int | str] | None = None
+    response: Text = Field(description="Any model's answer to score (teacher-forced readout)")
+    model: Text | None = None
+    decision_thresholds: Thresholds | None = None
 
 
 class ScoreUsage(BaseModel):

@@ -7,33 +7,49 @@ it says so (`source = "unavailable"` and a `reason`) instead of carrying invente
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
 
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
 ReadoutSource = Literal["generated", "forced", "unavailable"]
+SEED_MAX = 2**63 - 1  # vLLM seeds a 64-bit generator; a larger seed is the caller's mistake, not an engine error
+
+
+def _valid_unicode(value: str) -> str:
+    """JSON may carry lone UTF-16 surrogates ("\\ud800") that no tokenizer or UTF-8 encoder accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate at character {exc.start}; send valid Unicode (pair the surrogates)"
+        ) from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+Thresholds = dict[Text, float | int | Text]
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    content: Text
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] | None = Field(None, description="The conversation; give this or `prompt`")
-    prompt: StrictStr | None = Field(None, description="Shorthand for a single user message")
+    prompt: Text | None = Field(None, description="Shorthand for a single user message")
     max_tokens: int | None = Field(None, ge=1, description="Answer budget in tokens (default: server setting)")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy (default: server setting)")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, description="Sampling seed for reproducible answers")
-    stop: StrictStr | list[StrictStr] | None = Field(None, description="Up to 8 stop strings (not returned)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Sampling seed for reproducible answers")
+    stop: Text | list[Text] | None = Field(None, description="Up to 8 stop strings (not returned)")
     score: bool = Field(True, description="false skips the self-evaluation readout (benchmarks, warm-ups)")
-    decision_thresholds: dict[str, float | int | str] | None = Field(
+    decision_thresholds: Thresholds | None = Field(
         None, description="Per-request overrides of the decision policy thresholds"
     )
 
@@ -115,11 +131,11 @@ JudgeScores = create_model(
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: StrictStr = Field(min_length=1, max_length=200, description="The `id` of a /generate, chat or score response")
+    id: Text = Field(min_length=1, max_length=200, description="The `id` of a /generate, chat or score response")
     choice: StrictInt = Field(0, ge=0, le=127, description="Chat choice index (0 for /generate and /v1/score)")
     judge_scores: JudgeScores = Field(description="All five attributes, integers 0-9")  # type: ignore[valid-type]
-    judge: StrictStr = Field(min_length=1, max_length=200, description="Who judged: a model name, 'human', ...")
-    outcome: StrictStr | None = Field(None, max_length=200, description="Optional free-form outcome label")
+    judge: Text = Field(min_length=1, max_length=200, description="Who judged: a model name, 'human', ...")
+    outcome: Text | None = Field(None, max_length=200, description="Optional free-form outcome label")
 
 
 class FeedbackResponse(BaseModel):

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from jinja2 import TemplateError
 from pydantic import ValidationError
 
 from selfeval.block import AnswerStream, answer_before_block, render_output
@@ -21,7 +22,13 @@ from selfeval.prompts import PromptError, render_prompt, validate_messages
 from selfeval.readout import ScoreDistribution, predicted_quality
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
-from server.errors import EngineError, InvalidRequestError, RequestTimeoutError, describe_validation_errors
+from server.errors import (
+    EngineDeadError,
+    EngineError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    describe_validation_errors,
+)
 from server.feedback_loop import FeedbackLoop
 from server.metrics import ServiceMetrics
 from server.policy import Decision, PolicyThresholds, decide
@@ -68,6 +75,10 @@ class GenerationService:
             text = render_prompt(conversation, self.card.prompt_mode, self.engine.apply_chat_template)
         except PromptError as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
+        except TemplateError as exc:  # the model's chat template refused this conversation (raise_exception)
+            raise InvalidRequestError(
+                f"the model's chat template refused this conversation: {exc}", param="messages", code="chat_template"
+            ) from None
         return self.engine.encode(text)
 
     def answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
@@ -152,8 +163,7 @@ class GenerationService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine is the one dependency that can fail in ways we cannot validate away
-            log.exception("engine failure on %s", request_id)
-            raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None
+            raise self._engine_failure(request_id, exc) from None
         if record_metrics:
             self._record(len(prompt_ids), generation, readout)
         return generation, readout
@@ -187,8 +197,7 @@ class GenerationService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("engine failure on %s", request_id)
-            raise EngineError(f"generation failed ({type(exc).__name__}); the request was not completed") from None
+            raise self._engine_failure(request_id, exc) from None
         finally:
             await deltas.aclose()
         self._record(len(prompt_ids), generation, readout)
@@ -200,7 +209,17 @@ class GenerationService:
         answer = answer_before_block(response)
         if not answer:
             raise InvalidRequestError("response is empty; give the answer text to score", param="response")
-        distributions, failure, readout_tokens = await forced_readout(self.engine, prompt_ids, answer, request_id)
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                distributions, failure, readout_tokens = await forced_readout(
+                    self.engine, prompt_ids, answer, request_id
+                )
+        except TimeoutError:
+            raise self._timed_out(request_id) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._engine_failure(request_id, exc) from None
         if distributions is None:
             raise InvalidRequestError(
                 f"cannot score this response: {failure}", param="response", code="context_length_exceeded"
@@ -274,6 +293,17 @@ class GenerationService:
             decision=decision.action if decision is not None else None,
             calibration_version=self.calibration.version if self.calibration is not None else None,
         )
+
+    def _engine_failure(self, request_id: str, exc: Exception) -> EngineError | EngineDeadError:
+        """A dead engine is a 503 (the replica is exiting; retry elsewhere); any other failure a 500."""
+        if self.engine.is_dead():
+            log.error("request %s failed: the engine is dead (%s)", request_id, type(exc).__name__)
+            return EngineDeadError(
+                "the inference engine of this replica died; it is restarting, retry the request",
+                code="engine_dead",
+            )
+        log.exception("engine failure on %s", request_id)
+        return EngineError(f"generation failed ({type(exc).__name__}); the request was not completed")
 
     def _timed_out(self, request_id: str) -> RequestTimeoutError:
         log.warning("request %s exceeded %.0f s and was aborted", request_id, self.settings.request_timeout_s)

@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys for /generate and /v1 (env: JSON list); empty = no auth"
     )
-    api_key_file: Path | None = Field(None, description="File with one API key per line (e.g. a mounted Secret)")
+    api_key_file: Path | None = Field(
+        None, description="File with one API key per line, '#' lines are comments (e.g. a mounted Secret)"
+    )
     protect_metrics: bool = Field(False, description="Also require a key for /metrics")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413")
     max_pending_requests: int = Field(64, ge=1, description="Model requests in progress at once; more get 429")
@@ -167,5 +169,6 @@ class Settings(BaseSettings):
         """Keys from settings plus the key file (read at boot; restart or roll the pod to rotate)."""
         keys = [k.strip() for k in self.api_keys if k.strip()]
         if self.api_key_file is not None:
-            keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
+            lines = (line.strip() for line in self.api_key_file.read_text().splitlines())
+            keys += [line for line in lines if line and not line.startswith("#")]  # '#' lines are comments
         return keys

@@ -10,9 +10,15 @@ from server.errors import error_body
 router = APIRouter()
 
 
-@router.get("/health", summary="Liveness: the process is up (503 if the model failed to load)")
+@router.get("/health", summary="Liveness: the process is up (503 if the model failed to load or the engine died)")
 async def health(request: Request):
     state = request.app.state.see
+    if state.engine_dead():
+        return JSONResponse(
+            status_code=503,
+            content=error_body("the inference engine died; the process is exiting", "service_unavailable",
+                               code="engine_dead"),
+        )  # fmt: skip
     if state.load_error:
         return JSONResponse(
             status_code=503,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -27,8 +28,10 @@ from server.openai_protocol import (
     ModelList,
 )
 from server.policy import Decision
+from server.protocol import SEED_MAX
 from server.service import GenerationService, answer_text
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1")
 
 
@@ -40,7 +43,7 @@ def check_model(requested: str | None, served: str) -> None:
 
 
 def seed_for(request: ChatCompletionRequest, index: int) -> int | None:
-    return None if request.seed is None else request.seed + index
+    return None if request.seed is None else (request.seed + index) % (SEED_MAX + 1)
 
 
 @router.get("/models", response_model=ModelList)
@@ -170,6 +173,9 @@ async def stream_chat(
                 )
         except ServiceError as exc:
             await queue.put(sse(error_body(exc.message, exc.error_type, exc.param, exc.code)))
+        except Exception:  # headers are sent: the error goes in the stream, never a bare [DONE] after a cut answer
+            log.exception("stream %s failed", request_id)
+            await queue.put(sse(error_body("internal server error; see the server log", "internal_error")))
         finally:
             await queue.put(None)
 

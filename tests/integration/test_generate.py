@@ -114,6 +114,12 @@ BAD_REQUESTS = [
     ('{"prompt": "hi", "unknown_field": 1}', "unknown_field"),
     ('{"prompt": "hi", "messages": [{"role": "user", "content": "x"}]}', None),
     ("[1, 2]", None),
+    # lone surrogates: valid JSON, invalid Unicode (no tokenizer takes them); seeds beyond 64 bits
+    ('{"prompt": "\\ud800 hi"}', "prompt"),
+    ('{"messages": [{"role": "user", "content": "a\\udfffb"}]}', "messages[0].content"),
+    ('{"prompt": "hi", "stop": ["\\ud800"]}', "stop"),
+    ('{"prompt": "hi", "seed": 1e20}', "seed"),
+    ('{"prompt": "hi", "seed": -1}', "seed"),
 ]
 
 

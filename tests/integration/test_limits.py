@@ -154,3 +154,32 @@ def test_the_sdk_rides_out_a_burst_by_honouring_retry_after(guarded):
     assert events and all(event.reason == "429" and event.delay_s == 3.0 for event in events)
     with pytest.raises(AuthenticationError):
         SeeClient(guarded.url, api_key="wrong", retry=NO_RETRIES).generate("Hi", max_tokens=4)
+
+
+def test_rejections_by_the_limits_are_counted_on_the_route_they_hit(guarded):
+    """401, 413 and 429 are answered before routing; they must still reach see_http_requests (a full queue
+    shows on the dashboard), labelled with the route, not 'unmatched'."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counted() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"{guarded.url}/metrics", timeout=30).text
+        family = next(f for f in text_string_to_metric_families(text) if f.name == "see_http_requests")
+        return {
+            (s.labels["route"], s.labels["status_code"]): s.value for s in family.samples if s.name.endswith("_total")
+        }
+
+    before = counted()
+    httpx.post(f"{guarded.url}/generate", json=SMALL, timeout=60)  # no key: 401
+    httpx.post(f"{guarded.url}/v1/score", content=b"x" * 8000, headers=auth(), timeout=60)  # 413
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=guarded.url, headers=auth(), timeout=120) as client:
+            responses = await asyncio.gather(*(client.post("/generate", json=SMALL) for _ in range(6)))
+        return [r.status_code for r in responses]
+
+    burst_statuses = asyncio.run(burst())
+    after = counted()
+    for key in (("/generate", "401"), ("/v1/score", "413")):
+        assert after.get(key, 0) == before.get(key, 0) + 1, (key, after)
+    assert 429 in burst_statuses, burst_statuses
+    assert after.get(("/generate", "429"), 0) == before.get(("/generate", "429"), 0) + burst_statuses.count(429)

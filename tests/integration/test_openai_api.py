@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import math
 import time
 
@@ -127,6 +128,51 @@ def test_validation_errors_are_400_through_the_client(oai):
         oai.chat.completions.create(model=MODEL, messages=[], max_tokens=4)
     with pytest.raises(openai.BadRequestError):
         oai.chat.completions.create(model=MODEL, messages=QUESTION, n=9)
+
+
+SURROGATE = "\\ud800"  # JSON text for a lone UTF-16 surrogate
+HOSTILE_BODIES = [
+    ("/v1/chat/completions", f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "{SURROGATE}"}}]}}',
+     "messages[0].content"),
+    ("/v1/chat/completions", f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], "seed": 1e20}}',
+     "seed"),
+    ("/v1/score", f'{{"messages": [{{"role": "user", "content": "hi"}}], "response": "x{SURROGATE}"}}', "response"),
+    ("/v1/feedback", f'{{"id": "gen-1", "judge": "{SURROGATE}", "judge_scores": {{"helpfulness": 1, "correctness": 1, '
+     '"coherence": 1, "complexity": 1, "verbosity": 1}}', "judge"),
+    ("/v1/score", f'{{"messages": [{{"role": "user", "content": "hi"}}], "response": "x", '
+     f'"decision_thresholds": {{"{SURROGATE}": 1}}}}', None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("route", "raw", "param"), HOSTILE_BODIES, ids=[f"bad{i}" for i in range(len(HOSTILE_BODIES))])
+def test_invalid_unicode_and_huge_seeds_are_400s_on_every_route(client, route, raw, param):
+    response = client.post(route, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "surrogate" in error["message"] or error["param"] == "seed"
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_a_chunked_streaming_request_streams_the_whole_answer(server):
+    """A body sent without Content-Length (chunked) is read by the limits middleware and replayed; the stream
+    must then listen on the client's own channel, not end at once on an invented disconnect."""
+    payload = json.dumps({"model": MODEL, "messages": QUESTION, "max_tokens": 8, "temperature": 0, "stream": True})
+    body = payload.encode()
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        content=iter([body[:10], body[10:]]),
+        headers={"content-type": "application/json"},
+        timeout=300,
+    ) as response:
+        assert response.status_code == 200
+        assert "content-length" not in response.request.headers
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    finals = [json.loads(e[6:]) for e in events[:-1] if json.loads(e[6:])["choices"][0]["finish_reason"]]
+    assert len(finals) == 1 and finals[0]["choices"][0]["self_evaluation"]["scores"]
 
 
 def test_models_lists_the_served_model(oai):

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from selfeval.rubric import ATTRIBUTES
-from server.ledger import Feedback, Ledger, LedgerError, ResponseRecord
+from server.ledger import Feedback, Ledger, LedgerError, ResponseRecord, redact
 
 UNIFORM = {a: [0.1] * 10 for a in ATTRIBUTES}
 SCORES = {a: 7 for a in ATTRIBUTES}
@@ -133,5 +133,23 @@ def test_the_ledger_reopens_with_its_data(ledger_url):
 
 
 def test_an_unreachable_database_is_a_clear_error_at_open():
-    with pytest.raises(LedgerError, match=r"cannot open the ledger at postgresql://\*\*\*@127.0.0.1:9/"):
+    with pytest.raises(LedgerError, match=r"cannot open the ledger at postgresql://user:\*\*\*@127.0.0.1:9/"):
         Ledger("postgresql://user:secret@127.0.0.1:9/nothing")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://see:s3cret-pw@db:5432/see", "s3cret-pw"),
+        ("postgresql://db:5432/see?sslmode=require&password=hunter2-pw", "hunter2-pw"),
+        ("postgresql://:only-pw@db/see", "only-pw"),
+        ("postgresql://see@db/see?sslpassword=key-pw", "key-pw"),
+    ],
+)
+def test_a_ledger_url_is_shown_without_its_password_in_every_form(url, secret):
+    assert secret not in redact(f"cannot open {url}: refused ({url})", url)
+    assert "***" in redact(url, url)
+
+
+def test_a_sqlite_path_is_shown_as_it_is():
+    assert redact("/var/lib/see/ledger.sqlite3", "/var/lib/see/ledger.sqlite3") == "/var/lib/see/ledger.sqlite3"

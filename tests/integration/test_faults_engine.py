@@ -1,0 +1,96 @@
+"""Fault injection on real processes: the vLLM EngineCore process is killed (SIGKILL) under the sidecar.
+
+A dead engine never comes back, so the replica must say so (`/health` 503 `engine_dead`, requests 503, a
+stream's error chunk) and exit non-zero so that its orchestrator restarts it, rather than staying up and
+answering every request with a 500. Each test runs its own server: the fault ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from selfeval.models import DEFAULT_MODEL_NAME
+from tests.integration.conftest import running_server
+
+pytestmark = pytest.mark.integration
+
+EXIT_WITHIN_S = 90
+
+
+def kill_engine_core(server_pid: int) -> int:
+    """SIGKILL the EngineCore process vLLM started under the server; returns its pid."""
+    for child in psutil.Process(server_pid).children(recursive=True):
+        try:
+            title = " ".join(child.cmdline()) + " " + child.name()
+        except psutil.Error:
+            continue
+        if "EngineCore" in title:
+            os.kill(child.pid, signal.SIGKILL)
+            return child.pid
+    pytest.fail("no EngineCore process under the server")
+
+
+def health_after_death(url: str, process, seconds: float) -> list[object]:
+    """/health answers from the kill until the process exits: 503 bodies' codes, or 'gone' once it is down."""
+    seen: list[object] = []
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/health", timeout=5)
+            seen.append(response.json()["error"]["code"] if response.status_code == 503 else response.status_code)
+        except httpx.HTTPError:
+            seen.append("gone")
+        time.sleep(0.1)
+    return seen
+
+
+def test_an_engine_killed_while_idle_fails_health_and_ends_the_process(model_dir, tmp_path):
+    with running_server(model_dir, tmp_path) as server:
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        kill_engine_core(server.process.pid)
+        seen = health_after_death(server.url, server.process, EXIT_WITHIN_S)
+        try:
+            server.process.wait(timeout=30)
+        except Exception:
+            pytest.fail(f"the server kept running after its engine died; /health said {seen[-5:]}")
+        assert server.process.returncode == 1, server.log_tail()
+        assert 200 not in seen[1:], seen  # at most the one probe that raced the monitor
+        assert "the inference engine died" in server.log_tail(20_000)
+
+
+def test_an_engine_killed_mid_stream_ends_the_stream_with_an_error_and_the_process(model_dir, tmp_path):
+    with running_server(model_dir, tmp_path) as server:
+        body = {
+            "model": DEFAULT_MODEL_NAME,
+            "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}],
+            "max_tokens": 2000,
+            "temperature": 0,
+            "stream": True,
+        }
+        events: list[str] = []
+        killed = threading.Event()
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events.append(line[6:])
+                if len(events) == 5 and not killed.is_set():
+                    kill_engine_core(server.process.pid)
+                    killed.set()
+        assert killed.is_set(), events
+        errors = [json.loads(e)["error"] for e in events if e != "[DONE]" and "error" in json.loads(e)]
+        assert errors and errors[0]["code"] == "engine_dead", events[-3:]
+        finished = [e for e in events if e != "[DONE]" and "choices" in json.loads(e)]
+        reasons = [json.loads(e)["choices"][0]["finish_reason"] for e in finished]
+        assert reasons == [None] * len(reasons), "a cut answer must not look complete"
+        server.process.wait(timeout=EXIT_WITHIN_S)
+        assert server.process.returncode == 1, server.log_tail()
