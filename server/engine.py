@@ -73,7 +73,10 @@ class Engine(Protocol):
     max_model_len: int
     digit_token_ids: tuple[int, ...]
 
+    control_strings: tuple[str, ...]  # the tokenizer's special-token strings (<|im_start|>, ...)
+
     def encode(self, text: str) -> list[int]: ...
+    def encode_literal(self, text: str) -> list[int]: ...
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
     def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]: ...
@@ -105,6 +108,9 @@ class VllmEngine:
         self.model_dir = model_dir
         self.digit_token_ids = digit_token_ids
         self.max_model_len = int(llm.model_config.max_model_len)
+        self.control_strings = tuple(
+            token.content for token in tokenizer.added_tokens_decoder.values() if token.special and token.content
+        )
 
     @classmethod
     def create(
@@ -140,7 +146,12 @@ class VllmEngine:
         return cls(llm, tokenizer, model_dir, digit_token_ids)
 
     def encode(self, text: str) -> list[int]:
+        """Template text: special-token strings in it become the special tokens."""
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Caller text: special-token strings in it are tokenised as the characters they are."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -12,10 +12,16 @@ Rules (0-9 scale, probabilities from the renormalised digit distributions):
 - any attribute's entropy above `review_above_entropy` nats (the model is unsure) -> review
 - any attribute's label mass below `review_below_label_mass` (the model did not expect a score) -> review
 - readout unavailable -> `unavailable_action`
+- the request carries integrity flags (selfeval.integrity: it tried to steer its own scores) ->
+  `flagged_action` (none turns the rule off)
+
+Per-request overrides may only tighten the policy unless the operator allows loosening (`loosened_by` says
+which override loosens what): "tighter" means at least as many answers leave `accept`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,9 +46,39 @@ class PolicyThresholds(BaseModel):
     review_above_entropy: float = Field(1.9, ge=0.0, description="nats; ln 10 = 2.30 is uniform")
     review_below_label_mass: float = Field(0.5, ge=0.0, le=1.0)
     unavailable_action: Literal["review", "escalate"] = "escalate"
+    flagged_action: Literal["none", "review", "escalate"] = Field(
+        "review", description="At least this when the request carries integrity flags"
+    )
 
     def merged(self, overrides: dict | None) -> PolicyThresholds:
         return self if not overrides else PolicyThresholds(**{**self.model_dump(), **overrides})
+
+    def loosened_by(self, other: PolicyThresholds) -> list[tuple[str, str]]:
+        """(field, why) for every threshold of `other` that would accept what this policy does not."""
+        looser = []
+        for name, tighter_when in TIGHTER_WHEN.items():
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if tighter_when == "higher" and theirs < mine:
+                looser.append((name, f"= {theirs} is below the server's {mine}"))
+            elif tighter_when == "lower" and theirs > mine:
+                looser.append((name, f"= {theirs} is above the server's {mine}"))
+        for name in ("unavailable_action", "flagged_action"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if SEVERITY.get(theirs, -1) < SEVERITY.get(mine, -1):
+                looser.append((name, f"= {theirs!r} is milder than the server's {mine!r}"))
+        return looser
+
+
+# which way each numeric threshold moves to send more answers to review/escalate
+TIGHTER_WHEN = {
+    "escalate_below_quality": "higher",
+    "review_below_quality": "higher",
+    "low_score": "higher",
+    "escalate_low_score_prob": "lower",
+    "review_low_score_prob": "lower",
+    "review_above_entropy": "lower",
+    "review_below_label_mass": "higher",
+}
 
 
 @dataclass(frozen=True)
@@ -58,10 +94,14 @@ def low_score_probability(distribution: ScoreDistribution, low_score: int) -> fl
     return sum(distribution.probs[: low_score + 1])
 
 
-def decide(distributions: dict[str, ScoreDistribution] | None, thresholds: PolicyThresholds) -> Decision:
+def decide(
+    distributions: dict[str, ScoreDistribution] | None, thresholds: PolicyThresholds, flags: Sequence[str] = ()
+) -> Decision:
     if not distributions:
         return Decision(thresholds.unavailable_action, ["no self-evaluation could be read"])
     proposals: list[tuple[Action, str]] = []
+    if flags and thresholds.flagged_action != "none":
+        proposals.append((thresholds.flagged_action, f"request flagged: {', '.join(flags)}"))
     quality = predicted_quality(distributions)
     if quality < thresholds.escalate_below_quality:
         proposals.append(("escalate", f"predicted quality {quality:.2f} < {thresholds.escalate_below_quality}"))

@@ -102,6 +102,12 @@ class SelfEvaluation(BaseModel):
         description="The same scores after the served calibration map; null when none is loaded. "
         "`scores` above are always the model's raw distributions",
     )
+    flags: list[str] = Field(
+        default_factory=list,
+        description="What the request tried that could steer its own scores: history_block_removed (blocks in "
+        "assistant turns were removed before reading), block_text_in_request, template_control_text (read as "
+        "plain text). The policy's flagged_action applies when any is set",
+    )
 
 
 class Usage(BaseModel):

@@ -31,6 +31,7 @@ class Readout:
     distributions: dict[str, ScoreDistribution] | None
     reason: str | None = None
     readout_tokens: int = 0
+    flags: tuple[str, ...] = ()  # selfeval.integrity flags of the request this readout answers
 
     @property
     def predicted_quality(self) -> float | None:
@@ -71,7 +72,10 @@ async def forced_readout(
     Returns (distributions or None, why not, readout tokens = answer + block tokens fed after the prompt).
     """
     # the digits are filled in as they are read; what precedes digit i never depends on the digits after it
-    layout, positions = forced_token_layout(engine.encode, answer, [engine.digit_token_ids[0]] * len(ATTRIBUTES))
+    # literal: control strings in an answer (a scored response's, say) are its text, never turn boundaries
+    layout, positions = forced_token_layout(
+        engine.encode_literal, answer, [engine.digit_token_ids[0]] * len(ATTRIBUTES)
+    )
     needed = len(prompt_ids) + len(layout)
     if needed > engine.max_model_len:
         return None, f"prompt + answer + block need {needed} tokens; the context is {engine.max_model_len}", 0

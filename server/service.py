@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import NamedTuple
 
 from jinja2 import TemplateError
 from pydantic import ValidationError
@@ -18,6 +20,12 @@ from pydantic import ValidationError
 from selfeval.block import AnswerStream, answer_before_block, render_output
 from selfeval.calibration import CalibrationMap
 from selfeval.card import ModelCard
+from selfeval.integrity import (
+    CONTROL_TEXT_IN_REQUEST,
+    encode_with_literal_messages,
+    remove_history_blocks,
+    request_flags,
+)
 from selfeval.prompts import PromptError, render_prompt, validate_messages
 from selfeval.readout import ScoreDistribution, predicted_quality
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
@@ -47,6 +55,14 @@ log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
 
 
+class Prepared(NamedTuple):
+    """A validated request ready for the engine: prompt ids, sampling spec, integrity flags."""
+
+    prompt_ids: list[int]
+    spec: SamplingSpec
+    flags: list[str]
+
+
 class GenerationService:
     def __init__(
         self,
@@ -70,16 +86,24 @@ class GenerationService:
         widest_block = render_output("", {a: SCALE_MAX for a in ATTRIBUTES})
         self.readout_reserve = len(engine.encode(widest_block)) + 4
 
-    def prompt_ids(self, conversation: list[dict[str, str]]) -> list[int]:
+    def prompt_ids(self, conversation: list[dict[str, str]], literal_controls: bool = False) -> list[int]:
+        """The prompt's token ids; with `literal_controls`, messages holding control strings read as text."""
+
+        def render(messages: list[dict[str, str]]) -> str:
+            return render_prompt(messages, self.card.prompt_mode, self.engine.apply_chat_template)
+
         try:
-            text = render_prompt(conversation, self.card.prompt_mode, self.engine.apply_chat_template)
+            if not literal_controls:
+                return self.engine.encode(render(conversation))
+            return encode_with_literal_messages(
+                conversation, render, self.engine.encode, self.engine.encode_literal, self.engine.control_strings
+            )
         except PromptError as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
         except TemplateError as exc:  # the model's chat template refused this conversation (raise_exception)
             raise InvalidRequestError(
                 f"the model's chat template refused this conversation: {exc}", param="messages", code="chat_template"
             ) from None
-        return self.engine.encode(text)
 
     def answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
         limit = self.settings.max_prompt_tokens
@@ -117,7 +141,20 @@ class GenerationService:
             )
         return requested
 
-    def prepare(
+    def conversation_and_flags(self, messages: object, other_texts: tuple[str, ...] = ()) -> tuple[list, list[str]]:
+        """The validated conversation with history blocks removed, and the request's integrity flags."""
+        try:
+            conversation, removed = remove_history_blocks(validate_messages(messages))
+        except PromptError as exc:
+            raise InvalidRequestError(str(exc), param=exc.param) from None
+        if not conversation or conversation[-1]["role"] == "assistant" and removed:
+            raise InvalidRequestError(
+                "nothing is left to answer once the [SELF_EVAL] blocks are removed from the assistant turns",
+                param="messages",
+            )
+        return conversation, request_flags(conversation, other_texts, self.engine.control_strings, removed)
+
+    async def prepare(
         self,
         messages: object,
         *,
@@ -127,13 +164,14 @@ class GenerationService:
         seed: int | None,
         stop: list[str],
         read_digits: bool = True,
-    ) -> tuple[list[int], SamplingSpec]:
-        """Validate a conversation and build its prompt ids and sampling spec (raises InvalidRequestError)."""
-        try:
-            conversation = validate_messages(messages)
-        except PromptError as exc:
-            raise InvalidRequestError(str(exc), param=exc.param) from None
-        prompt_ids = self.prompt_ids(conversation)
+        other_texts: tuple[str, ...] = (),
+    ) -> Prepared:
+        """Validate a conversation and build its prompt ids, sampling spec and flags (raises InvalidRequestError).
+
+        Tokenising runs on a worker thread: a megabyte of prompt must not stall every stream and /health."""
+        conversation, flags = self.conversation_and_flags(messages, other_texts)
+        literal = CONTROL_TEXT_IN_REQUEST in flags
+        prompt_ids = await asyncio.to_thread(self.prompt_ids, conversation, literal)
         spec = SamplingSpec(
             max_tokens=self.answer_budget(len(prompt_ids), max_tokens),
             temperature=self.settings.default_temperature if temperature is None else temperature,
@@ -142,7 +180,7 @@ class GenerationService:
             stop=tuple(stop),
             read_digits=read_digits,
         )
-        return prompt_ids, spec
+        return Prepared(prompt_ids, spec, flags)
 
     async def complete(
         self,
@@ -150,14 +188,15 @@ class GenerationService:
         spec: SamplingSpec,
         request_id: str,
         *,
+        flags: Sequence[str] = (),
         record_metrics: bool = True,
         timeout_s: float | None = None,
     ) -> tuple[Generation, Readout | None]:
-        """Generate one answer and read its self-evaluation (when `spec.read_digits`)."""
+        """Generate one answer and read its self-evaluation (when `spec.read_digits`), carrying the request's flags."""
         try:
             async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
                 generation = await self.engine.generate(prompt_ids, spec, request_id)
-                readout = await self._read(prompt_ids, generation, request_id) if spec.read_digits else None
+                readout = await self._read(prompt_ids, generation, request_id, flags) if spec.read_digits else None
         except TimeoutError:
             raise self._timed_out(request_id) from None
         except asyncio.CancelledError:
@@ -169,7 +208,7 @@ class GenerationService:
         return generation, readout
 
     async def stream(
-        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str
+        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str, flags: Sequence[str] = ()
     ) -> AsyncIterator[str | tuple[Generation, Readout | None]]:
         """Yield answer text deltas (never the block), then one (generation, readout) tuple."""
         answer_stream = AnswerStream()
@@ -191,7 +230,7 @@ class GenerationService:
             readout = None
             if spec.read_digits:
                 remaining = max(0.0, deadline - time.monotonic())
-                readout = await asyncio.wait_for(self._read(prompt_ids, generation, request_id), remaining)
+                readout = await asyncio.wait_for(self._read(prompt_ids, generation, request_id, flags), remaining)
         except TimeoutError:
             raise self._timed_out(request_id) from None
         except asyncio.CancelledError:
@@ -205,7 +244,10 @@ class GenerationService:
 
     async def score(self, messages: object, response: str, request_id: str) -> tuple[list[int], Readout]:
         """Teacher-forced readout of any model's `response` to the conversation."""
-        prompt_ids, _ = self.prepare(messages, max_tokens=None, temperature=None, top_p=None, seed=None, stop=[])
+        prepared = await self.prepare(
+            messages, max_tokens=None, temperature=None, top_p=None, seed=None, stop=[], other_texts=(response,)
+        )
+        prompt_ids = prepared.prompt_ids
         answer = answer_before_block(response)
         if not answer:
             raise InvalidRequestError("response is empty; give the answer text to score", param="response")
@@ -230,17 +272,28 @@ class GenerationService:
             distributions,
             reason="teacher-forced on the given response",
             readout_tokens=readout_tokens,
+            flags=tuple(prepared.flags),
         )
         self.metrics.observe_readout(readout.source, readout.distributions)
         return prompt_ids, readout
 
     def thresholds(self, overrides: dict | None) -> PolicyThresholds:
-        """Settings' thresholds with per-request overrides applied; a bad override is a 400."""
+        """Settings' thresholds with per-request overrides applied; a bad override is a 400, and so is one
+        that loosens the operator's policy unless SEE_ALLOW_LOOSER_THRESHOLDS is on."""
         try:
-            return self.settings.policy.merged(overrides)
+            merged = self.settings.policy.merged(overrides)
         except ValidationError as exc:
             message, param = describe_validation_errors(list(exc.errors()))
             raise InvalidRequestError(f"decision_thresholds: {message}", param=f"decision_thresholds.{param}") from None
+        if not self.settings.allow_looser_thresholds and (looser := self.settings.policy.loosened_by(merged)):
+            name, why = looser[0]
+            raise InvalidRequestError(
+                f"decision_thresholds.{name} {why}: per-request thresholds may only tighten this server's policy "
+                "(the operator can allow loosening with SEE_ALLOW_LOOSER_THRESHOLDS=true)",
+                param=f"decision_thresholds.{name}",
+                code="threshold_loosens_policy",
+            )
+        return merged
 
     def calibrated(self, readout: Readout | None) -> dict[str, ScoreDistribution] | None:
         if self.calibration is None or readout is None or readout.distributions is None:
@@ -252,7 +305,7 @@ class GenerationService:
         distributions = readout.distributions if readout else None
         if self.settings.decide_on_calibrated and (calibrated := self.calibrated(readout)) is not None:
             distributions = calibrated
-        decision = decide(distributions, self.thresholds(overrides))
+        decision = decide(distributions, self.thresholds(overrides), readout.flags if readout else ())
         self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
 
@@ -312,8 +365,11 @@ class GenerationService:
             "ask for fewer tokens or raise SEE_REQUEST_TIMEOUT_S"
         )
 
-    async def _read(self, prompt_ids: list[int], generation: Generation, request_id: str) -> Readout:
-        return await read_self_evaluation(self.engine, prompt_ids, generation, request_id)
+    async def _read(
+        self, prompt_ids: list[int], generation: Generation, request_id: str, flags: Sequence[str]
+    ) -> Readout:
+        readout = await read_self_evaluation(self.engine, prompt_ids, generation, request_id)
+        return replace(readout, flags=tuple(flags))
 
     def _record(self, prompt_tokens: int, generation: Generation, readout: Readout | None) -> None:
         if self.settings.log_text:  # off by default: prompts and answers can hold personal data
@@ -325,7 +381,7 @@ class GenerationService:
     async def generate(
         self, request: GenerateRequest, *, record_metrics: bool = True, timeout_s: float | None = None
     ) -> GenerateResponse:
-        prompt_ids, spec = self.prepare(
+        prepared = await self.prepare(
             request.conversation(),
             max_tokens=request.max_tokens,
             temperature=request.temperature,
@@ -335,9 +391,11 @@ class GenerationService:
             read_digits=request.score,
         )
         request_id = new_request_id()
+        prompt_ids = prepared.prompt_ids
         generation, readout = await self.complete(
-            prompt_ids, spec, request_id, record_metrics=record_metrics, timeout_s=timeout_s
-        )
+            prompt_ids, prepared.spec, request_id, flags=prepared.flags, record_metrics=record_metrics,
+            timeout_s=timeout_s,
+        )  # fmt: skip
         answer = answer_text(generation, readout)
         decision = self.decide(readout, request.decision_thresholds) if request.score else None
         if record_metrics:  # not the warm-up
@@ -376,5 +434,9 @@ def to_wire(readout: Readout) -> SelfEvaluation:
     if readout.distributions is not None:
         scores = {a: AttributeScore(**readout.distributions[a].to_dict()) for a in ATTRIBUTES}
     return SelfEvaluation(
-        source=readout.source, scores=scores, predicted_quality=readout.predicted_quality, reason=readout.reason
+        source=readout.source,
+        scores=scores,
+        predicted_quality=readout.predicted_quality,
+        reason=readout.reason,
+        flags=list(readout.flags),
     )

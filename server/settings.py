@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     policy: PolicyThresholds = Field(
         default_factory=PolicyThresholds, description="Decision thresholds, e.g. SEE_POLICY__REVIEW_BELOW_QUALITY=0.6"
     )
+    allow_looser_thresholds: bool = Field(
+        False,
+        description="Let per-request decision_thresholds loosen the policy (off: they may only tighten it, so a "
+        "caller cannot get its own answer accepted by asking)",
+    )
     warmup: bool = Field(True, description="Run one request before reporting ready, so the first user is not slow")
 
     # calibration in production

@@ -2,7 +2,8 @@
 
 Streaming sends OpenAI chunks; the block text is never streamed. After a choice's last content chunk comes
 one chunk with its `finish_reason`, `self_evaluation` and `decision`, then `data: [DONE]`. A client that
-disconnects cancels the stream, and with it the engine request.
+disconnects cancels the stream, and with it the engine request; so does one that hangs up on a non-streamed
+request (`lifetime.until_disconnect`). The n choices succeed or fail together (`lifetime.all_or_nothing`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -29,6 +31,7 @@ from server.openai_protocol import (
 )
 from server.policy import Decision
 from server.protocol import SEED_MAX
+from server.routes.lifetime import all_or_nothing, until_disconnect
 from server.service import GenerationService, answer_text
 
 log = logging.getLogger(__name__)
@@ -60,25 +63,25 @@ async def list_models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     service: GenerationService = request.app.state.see.require_service()
     check_model(body.model, service.model_name)
-    prepared = [
-        service.prepare(
-            [m.model_dump() for m in body.messages],
-            max_tokens=body.budget(),
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=seed_for(body, i),
-            stop=body.stop_list(),
-            read_digits=body.score,
-        )
-        for i in range(body.n)
-    ]
     service.thresholds(body.decision_thresholds)  # validate overrides before any work
+    base = await service.prepare(  # tokenised once for all n choices
+        [m.model_dump() for m in body.messages],
+        max_tokens=body.budget(),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=None,
+        stop=body.stop_list(),
+        read_digits=body.score,
+    )
+    prepared = [(base.prompt_ids, replace(base.spec, seed=seed_for(body, i))) for i in range(body.n)]
     request_id = new_request_id("chatcmpl")
     if body.stream:
-        return StreamingResponse(stream_chat(service, body, prepared, request_id), media_type="text/event-stream")
-    results = await asyncio.gather(
-        *(service.complete(ids, spec, f"{request_id}-{i}") for i, (ids, spec) in enumerate(prepared))
+        chunks = stream_chat(service, body, prepared, base.flags, request_id)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    choices_done = all_or_nothing(
+        service.complete(ids, spec, f"{request_id}-{i}", flags=base.flags) for i, (ids, spec) in enumerate(prepared)
     )
+    results = await until_disconnect(request, choices_done)
     choices = []
     conversation = [m.model_dump() for m in body.messages]
     for index, (generation, readout) in enumerate(results):
@@ -120,7 +123,7 @@ def sse(payload: dict | str) -> str:
 
 
 async def stream_chat(
-    service: GenerationService, body: ChatCompletionRequest, prepared, request_id: str
+    service: GenerationService, body: ChatCompletionRequest, prepared, flags: list[str], request_id: str
 ) -> AsyncIterator[str]:
     created = int(time.time())
 
@@ -142,7 +145,7 @@ async def stream_chat(
 
     async def run_choice(index: int, prompt_ids, spec) -> None:
         await queue.put(chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
-        async for item in service.stream(prompt_ids, spec, f"{request_id}-{index}"):
+        async for item in service.stream(prompt_ids, spec, f"{request_id}-{index}", flags):
             if isinstance(item, str):
                 await queue.put(chunk([{"index": index, "delta": {"content": item}, "finish_reason": None}]))
                 continue
@@ -157,7 +160,7 @@ async def stream_chat(
 
     async def run_all() -> None:
         try:
-            await asyncio.gather(*(run_choice(i, ids, spec) for i, (ids, spec) in enumerate(prepared)))
+            await all_or_nothing(run_choice(i, ids, spec) for i, (ids, spec) in enumerate(prepared))
             if body.stream_options and body.stream_options.include_usage:
                 prompt_tokens = len(prepared[0][0])
                 total = sum(completion_tokens)

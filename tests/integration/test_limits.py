@@ -183,3 +183,22 @@ def test_rejections_by_the_limits_are_counted_on_the_route_they_hit(guarded):
         assert after.get(key, 0) == before.get(key, 0) + 1, (key, after)
     assert 429 in burst_statuses, burst_statuses
     assert after.get(("/generate", "429"), 0) == before.get(("/generate", "429"), 0) + burst_statuses.count(429)
+
+
+def test_per_request_thresholds_may_tighten_but_not_loosen_the_policy(guarded):
+    body = {"messages": [{"role": "user", "content": "Capital of France?"}], "response": "Paris."}
+    tighter = httpx.post(
+        f"{guarded.url}/v1/score", json={**body, "decision_thresholds": {"review_below_quality": 0.99}},
+        headers=auth(), timeout=120,
+    )  # fmt: skip
+    assert tighter.status_code == 200 and tighter.json()["decision"]["action"] in ("review", "escalate")
+    looser = httpx.post(
+        f"{guarded.url}/v1/score", json={**body, "decision_thresholds": {"escalate_below_quality": 0}},
+        headers=auth(), timeout=120,
+    )  # fmt: skip
+    error = looser.json()["error"]
+    assert looser.status_code == 400 and error["code"] == "threshold_loosens_policy"
+    assert (
+        error["param"] == "decision_thresholds.escalate_below_quality"
+        and "SEE_ALLOW_LOOSER_THRESHOLDS" in error["message"]
+    )

@@ -48,6 +48,7 @@ class SelfEvaluation(_Open):
     predicted_quality: float | None
     reason: str | None = None
     calibrated: CalibratedEvaluation | None = None  # set when the server serves a calibration map
+    flags: list[str] = []  # what the request tried that could steer its own scores (history blocks, ...)
 
     @property
     def available(self) -> bool:

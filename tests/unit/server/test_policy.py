@@ -69,3 +69,34 @@ def test_per_request_overrides_change_the_outcome():
 def test_unknown_override_fields_are_refused():
     with pytest.raises(ValueError):
         DEFAULT.merged({"nope": 1})
+
+
+def test_flags_send_an_otherwise_accepted_answer_to_review_or_as_configured():
+    confident = all_at(8)
+    assert decide(confident, PolicyThresholds()).action == "accept"
+    flagged = decide(confident, PolicyThresholds(), ["history_block_removed"])
+    assert flagged.action == "review" and "history_block_removed" in flagged.reasons[0]
+    assert decide(confident, PolicyThresholds(flagged_action="escalate"), ["x"]).action == "escalate"
+    assert decide(confident, PolicyThresholds(flagged_action="none"), ["x"]).action == "accept"
+
+
+@pytest.mark.parametrize(
+    ("override", "looser"),
+    [
+        ({"review_below_quality": 0.9}, False),
+        ({"review_below_quality": 0.1}, True),
+        ({"escalate_low_score_prob": 0.2}, False),
+        ({"escalate_low_score_prob": 0.9}, True),
+        ({"review_above_entropy": 3.0}, True),
+        ({"low_score": 5}, False),
+        ({"low_score": 0}, True),
+        ({"review_below_label_mass": 0.0}, True),
+        ({"unavailable_action": "review"}, True),
+        ({"flagged_action": "escalate"}, False),
+        ({"flagged_action": "none"}, True),
+    ],
+)
+def test_an_override_is_looser_exactly_when_it_would_accept_more(override, looser):
+    server = PolicyThresholds()
+    found = server.loosened_by(server.merged(override))
+    assert bool(found) is looser and (not found or found[0][0] == next(iter(override)))

@@ -29,6 +29,8 @@ class ScriptedEngine:
     def encode(self, text):
         return [DIGIT_IDS[int(c)] if c.isdigit() else ord(c) for c in text]
 
+    encode_literal = encode  # no special tokens in this alphabet
+
     async def next_digit_logprobs(self, context_ids, request_id):
         self.contexts.append(list(context_ids))
         return peaked(self.forced_digit)

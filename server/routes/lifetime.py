@@ -1,0 +1,58 @@
+"""How long a request's work may live: no longer than its client, and no choice longer than its siblings.
+
+- `until_disconnect`: a non-streaming request's work runs as a task beside a watcher on the ASGI receive
+  channel; when the client hangs up the task is cancelled, which aborts its engine requests and frees its
+  admission slot at once instead of generating for nobody until the request timeout. The answer is a 499
+  (nginx's "client closed request"), which only the metrics see.
+- `all_or_nothing`: the n choices of one request succeed together; the first failure cancels the others (no
+  engine time or ledger rows spent on a response nobody receives) and is what the client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
+
+from fastapi import Request
+
+from server.errors import ServiceError
+
+T = TypeVar("T")
+
+
+class ClientDisconnectedError(ServiceError):
+    status_code = 499
+    error_type = "client_closed_request"
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():  # cancelled by the watcher, not by the server
+            raise ClientDisconnectedError("the client closed the connection; the request was aborted") from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def all_or_nothing(works: Iterable[Awaitable[T]]) -> list[T]:
+    tasks = [asyncio.ensure_future(work) for work in works]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
