@@ -146,6 +146,7 @@ def build_app(
         protect_metrics=settings.protect_metrics,
         max_body_bytes=settings.max_body_bytes,
         max_pending_requests=settings.max_pending_requests,
+        max_pending_feedback=settings.max_pending_feedback,
         retry_after_s=settings.retry_after_s,
         in_flight=state.metrics.in_flight.labels(model_name),
     )

@@ -39,13 +39,16 @@ class FeedbackLoop:
         self.card_fingerprint = card_fingerprint
         self.metrics = metrics
         self.ledger = ledger
+        metrics.ledger_connected.labels(metrics.model_name).set_function(lambda: float(ledger.connected))
         self.monitor = CalibrationMonitor(ledger, card_fingerprint, settings.monitor, metrics)
         self.shadow = ShadowJudge(settings.shadow, self._shadow_verdict, metrics) if settings.shadow.rate > 0 else None
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
     async def open(cls, settings: Settings, card_fingerprint: str, metrics: ServiceMetrics) -> FeedbackLoop:
-        ledger = await asyncio.to_thread(Ledger, settings.ledger.url)
+        ledger = await asyncio.to_thread(
+            Ledger, settings.ledger.url, strict=settings.ledger.required, max_queued=settings.ledger.max_queued_writes
+        )
         log.info("ledger: %s at %s", ledger.backend, ledger.shown_url())
         return cls(settings, card_fingerprint, metrics, ledger)
 
@@ -122,8 +125,14 @@ class FeedbackLoop:
 
     async def add_feedback(self, feedback: Feedback) -> FeedbackOutcome:
         """Store a verdict durably (raises LedgerError when the ledger cannot), update metrics and the monitor."""
-        try:
-            outcome = await asyncio.wrap_future(self.ledger.submit(Ledger.insert_feedback(feedback)))
+        future = asyncio.wrap_future(self.ledger.submit(Ledger.insert_feedback(feedback)))
+        try:  # bounded: a hung database must not hold the caller (a retry is safe: verdicts are idempotent)
+            outcome = await asyncio.wait_for(asyncio.shield(future), self.settings.ledger.feedback_timeout_s)
+        except TimeoutError:
+            self._count_write("feedback", "timeout")
+            raise LedgerError(
+                f"the ledger did not confirm within {self.settings.ledger.feedback_timeout_s:g} s"
+            ) from None
         except LedgerError:
             self._count_write("feedback", "error")
             raise

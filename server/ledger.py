@@ -10,7 +10,14 @@ Durability: every operation runs on one worker thread that owns the connection. 
 runs it in one transaction and commits before resolving any caller's future (group commit): a caller that
 awaited its write may acknowledge it, since the commit is on disk. SQLite runs in WAL mode with
 `synchronous=FULL` (the commit fsyncs the WAL); PostgreSQL keeps its default `synchronous_commit=on`. When a
-batch fails, each operation is retried in a transaction of its own so that one bad write fails alone.
+batch fails on a live connection, each operation is retried in a transaction of its own so that one bad write
+fails alone; when the connection broke (a database restart), the whole batch is retried once on a new one, so
+the first write after a restart is not lost.
+
+Outages: connecting backs off (0.5 s doubling to 10 s) and writes in the meantime fail at once instead of each
+waiting for a connect timeout; the queue of waiting writes is bounded (`max_queued`, beyond: refused). A server
+opens its ledger non-strict: a database unreachable at start is logged and reconnected to in the background,
+never a crash loop, because the ledger is monitoring and must not stop a replica from answering.
 
 `url`: a path or `sqlite:///path` for the embedded store, `postgresql://...` for a server shared by replicas
 (psycopg 3, the `postgres` extra). SQL is written once with `?` placeholders and translated for psycopg.
@@ -34,6 +41,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger(__name__)
 SECRET_PARAMS = ("password", "sslpassword")
+RECONNECT_BACKOFF_MAX_S = 10.0
 
 SCHEMA_VERSION = 1
 SCHEMA = (
@@ -58,6 +66,10 @@ SCHEMA = (
 
 class LedgerError(RuntimeError):
     """The ledger could not be opened or written (the database is unreachable, full or not ours)."""
+
+
+class LedgerUnreachableError(LedgerError):
+    """No connection to the database (it is down, or a reconnect is backing off): worth waiting out."""
 
 
 @dataclass(frozen=True)
@@ -140,19 +152,27 @@ class _Dialect:
 class Ledger:
     """The ledger's one connection, behind a worker thread; submit operations, await their commit."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, strict: bool = True, max_queued: int = 10_000) -> None:
+        """`strict`: an unusable store at start raises (CLI, tests). Not strict (the server): an unreachable
+        database is logged and the worker keeps reconnecting, so monitoring never stops a replica serving."""
         self.dialect = _Dialect(url)
         self.url = url
+        self.max_queued = max_queued
         self._queue: queue.SimpleQueue[tuple[Operation, concurrent.futures.Future] | None] = queue.SimpleQueue()
         self._conn = None
+        self._schema_ready = False
+        self._retry_at = 0.0  # no connection attempt before this (monotonic); backoff after a failed connect
+        self._backoff_s = 0.0
         self._thread = threading.Thread(target=self._run, name="see-ledger", daemon=True)
         self._closed = False
         self._thread.start()
         try:
-            self.call(self._create_schema)  # fail at boot, not on the first request, when the store is unusable
-        except Exception:
-            self.close()
-            raise
+            self.call(lambda db: None)  # connect and create the schema now, not on the first request
+        except Exception as exc:
+            if strict or not isinstance(exc, LedgerUnreachableError):  # a wrong schema is never waited out
+                self.close()
+                raise
+            log.error("%s; serving without the ledger until it is reachable (retrying in the background)", exc)
 
     @property
     def backend(self) -> str:
@@ -164,9 +184,15 @@ class Ledger:
         future: concurrent.futures.Future = concurrent.futures.Future()
         if self._closed:
             future.set_exception(LedgerError("the ledger is closed"))
+        elif self._queue.qsize() >= self.max_queued:  # a stalled store must not grow memory without bound
+            future.set_exception(LedgerError(f"the ledger's write queue is full ({self.max_queued} waiting)"))
         else:
             self._queue.put((operation, future))
         return future
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     def call(self, operation: Operation, timeout: float | None = 60.0) -> Any:
         """Run one operation and wait for its commit (blocking: CLI and boot)."""
@@ -184,7 +210,12 @@ class Ledger:
         stopping = False
         while not stopping:
             work = []
-            item = self._queue.get()
+            try:  # while a database is out of reach, wake to reconnect: /health and the gauge say when it is back
+                item = self._queue.get(timeout=self._reconnect_wait())
+            except queue.Empty:
+                with contextlib.suppress(LedgerError):
+                    self._connection()
+                continue
             while True:
                 if item is None:
                     stopping = True
@@ -199,14 +230,41 @@ class Ledger:
         self._disconnect()
 
     def _connection(self):
-        if self._conn is None:
-            try:
-                self._conn = self.dialect.connect()
-            except LedgerError:
+        """The open connection, or a new one (schema checked once). While a reconnect is backing off, fails at
+        once: a database that is down costs each write nothing, not a connect timeout."""
+        if self._conn is not None:
+            return self._conn
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise LedgerUnreachableError(f"the ledger at {self.shown_url()} is unreachable; next try in {wait:.1f} s")
+        try:
+            conn = self.dialect.connect()
+        except Exception as exc:
+            self._backoff_s = min(max(2 * self._backoff_s, 0.5), RECONNECT_BACKOFF_MAX_S)
+            self._retry_at = time.monotonic() + self._backoff_s
+            if isinstance(exc, LedgerError):
                 raise
-            except Exception as exc:
-                raise LedgerError(redact(f"cannot open the ledger at {self.shown_url()}: {exc}", self.url)) from None
-        return self._conn
+            raise LedgerUnreachableError(
+                redact(f"cannot open the ledger at {self.shown_url()}: {exc}", self.url)
+            ) from None
+        if not self._schema_ready:
+            try:
+                self._create_schema(self._Cursor(conn, self.dialect))
+                conn.commit()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+            self._schema_ready = True
+        if self._backoff_s:
+            log.info("ledger reconnected at %s", self.shown_url())
+        self._conn, self._backoff_s, self._retry_at = conn, 0.0, 0.0
+        return conn
+
+    def _reconnect_wait(self) -> float | None:
+        if self._conn is not None or not self._backoff_s:
+            return None  # connected, or never failed: sleep until there is work
+        return max(0.05, self._retry_at - time.monotonic())
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -215,22 +273,40 @@ class Ledger:
             self._conn = None
 
     def _run_batch(self, work: list[tuple[Operation, concurrent.futures.Future]]) -> None:
+        operations = [operation for operation, _ in work]
+        had_connection = self._conn is not None
         try:
-            results = self._transaction([operation for operation, _ in work])
+            results = self._transaction(operations)
         except Exception as batch_error:
-            if len(work) == 1:
+            if self._conn is None and not had_connection:  # could not connect: fail fast, all of it
+                for _, future in work:
+                    self._fail(future, batch_error)
+                return
+            if self._conn is None:  # the connection broke (a database restart): the batch once more, whole
+                try:
+                    results = self._transaction(operations)
+                except Exception as retry_error:
+                    for _, future in work:
+                        self._fail(future, retry_error)
+                    return
+            elif len(work) == 1:
                 self._fail(work[0][1], batch_error)
                 return
-            for operation, future in work:  # one bad write must not fail the others
-                try:
-                    (result,) = self._transaction([operation])
-                except Exception as exc:
-                    self._fail(future, exc)
-                else:
-                    future.set_result(result)
-            return
+            else:
+                self._run_one_by_one(work)
+                return
         for (_, future), result in zip(work, results, strict=True):
             future.set_result(result)
+
+    def _run_one_by_one(self, work: list[tuple[Operation, concurrent.futures.Future]]) -> None:
+        """The connection is fine but the batch failed: one bad write must not fail the others."""
+        for operation, future in work:
+            try:
+                (result,) = self._transaction([operation])
+            except Exception as exc:
+                self._fail(future, exc)
+            else:
+                future.set_result(result)
 
     def _transaction(self, operations: Sequence[Operation]) -> list[Any]:
         conn = self._connection()
@@ -242,7 +318,10 @@ class Ledger:
             try:
                 conn.rollback()
             except Exception:
-                self._disconnect()  # a broken connection: reconnect on the next batch
+                self._disconnect()  # a broken connection: reconnect on the next attempt
+            else:
+                if getattr(conn, "broken", False) or getattr(conn, "closed", False):  # psycopg's own verdict
+                    self._disconnect()
             raise
 
     def _fail(self, future: concurrent.futures.Future, exc: Exception) -> None:

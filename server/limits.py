@@ -6,7 +6,7 @@ An ASGI middleware rather than a FastAPI one, so that a streaming response stays
   `protect_metrics` is set. 401 otherwise.
 - Body size: over `max_body_bytes` is a 413, checked on Content-Length or, for chunked bodies, while reading.
 - Admission: at most `max_pending_requests` model requests at once (running or waiting in the engine); one
-  more gets a 429 with `Retry-After` instead of piling up.
+  more gets a 429 with `Retry-After` instead of piling up. Feedback has its own bound, `max_pending_feedback`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 from prometheus_client import Gauge
 
 MODEL_ROUTES = ("/generate", "/v1/")
-UNQUEUED_ROUTES = ("/v1/feedback",)  # needs a key like any /v1 route, but no engine capacity
+UNQUEUED_ROUTES = ("/v1/feedback",)  # needs a key like any /v1 route, and a bound of its own, not engine capacity
 OPEN_ROUTES = ("/health", "/ready")
 
 
@@ -41,6 +41,7 @@ class RequestLimits:
         protect_metrics: bool,
         max_body_bytes: int,
         max_pending_requests: int,
+        max_pending_feedback: int,
         retry_after_s: int,
         in_flight: Gauge,
     ) -> None:
@@ -52,6 +53,8 @@ class RequestLimits:
         self.retry_after_s = retry_after_s
         self.in_flight = in_flight
         self.pending = 0
+        self.max_pending_feedback = max_pending_feedback
+        self.pending_feedback = 0
 
     def _needs_key(self, path: str) -> bool:
         if not self.api_keys or path.startswith(OPEN_ROUTES):
@@ -91,7 +94,9 @@ class RequestLimits:
             if body is None:
                 return await self._reject(send, *self._too_large())
             receive = self._replay(body, receive)
-        if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)) or path.startswith(UNQUEUED_ROUTES):
+        if scope["method"] == "POST" and path.startswith(UNQUEUED_ROUTES):
+            return await self._admit_feedback(scope, receive, send)
+        if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)):
             return await self.app(scope, receive, send)
         if self.pending >= self.max_pending:
             return await self._reject(
@@ -109,6 +114,24 @@ class RequestLimits:
         finally:
             self.pending -= 1
             self.in_flight.dec()
+
+    async def _admit_feedback(self, scope, receive, send) -> None:
+        """Feedback needs no engine, but each waits on the ledger: its own bound, so a flood of verdicts (or a
+        stalled database) cannot pile up without limit."""
+        if self.pending_feedback >= self.max_pending_feedback:
+            return await self._reject(
+                send,
+                429,
+                f"too much feedback in progress ({self.max_pending_feedback}); retry shortly",
+                "rate_limit_error",
+                "queue_full",
+                [(b"retry-after", str(self.retry_after_s).encode())],
+            )
+        self.pending_feedback += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending_feedback -= 1
 
     def _too_large(self):
         return (

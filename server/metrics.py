@@ -116,6 +116,12 @@ class ServiceMetrics:
             ["model_name", "kind", "outcome"],
             registry=self.registry,
         )
+        self.ledger_connected = Gauge(
+            "see_ledger_connected",
+            "1 while the ledger holds a database connection; 0 while it is unreachable (writes are refused)",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.feedback = Counter(
             "see_feedback",
             "Judge verdicts received, by source (api, shadow) and status (created, duplicate, conflict, unknown_id)",

@@ -38,6 +38,14 @@ class LedgerSettings(BaseModel):
     write_timeout_s: float = Field(
         5.0, gt=0, description="A response waits at most this long for its ledger record, then is sent anyway"
     )
+    feedback_timeout_s: float = Field(
+        10.0, gt=0, description="/v1/feedback waits at most this long for the commit, then answers 503 (retry)"
+    )
+    max_queued_writes: int = Field(10_000, ge=1, description="Writes waiting for the database; beyond, refused")
+    required: bool = Field(
+        False,
+        description="Refuse to start when the database is unreachable (off: serve, record nothing, reconnect)",
+    )
 
 
 class ShadowSettings(BaseModel):
@@ -119,6 +127,7 @@ class Settings(BaseSettings):
     protect_metrics: bool = Field(False, description="Also require a key for /metrics")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413")
     max_pending_requests: int = Field(64, ge=1, description="Model requests in progress at once; more get 429")
+    max_pending_feedback: int = Field(256, ge=1, description="/v1/feedback requests in progress at once; more get 429")
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429")
     request_timeout_s: float = Field(600.0, gt=0, description="A model request taking longer is aborted (504)")
     log_text: bool = Field(False, description="Log prompts and answers (off: only ids, sizes and timings)")

@@ -31,36 +31,59 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+class PostgresCluster:
+    """A temporary cluster that a test can stop (immediate: a crash to clients) and start again on its port."""
+
+    def __init__(self, bindir: str, root: str, port: int) -> None:
+        self.bindir, self.root, self.port = bindir, root, port
+        self.data = os.path.join(root, "data")
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def start(self) -> None:
+        log = os.path.join(self.root, "server.log")
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=on"
+        subprocess.run(
+            _as_server_user([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", log, "-o", options, "-w", "-t", "60",
+                             "start"]),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_server_user([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+
+
 @contextmanager
-def temporary_postgres() -> Iterator[str]:
-    """Start a cluster, yield its admin URL (postgresql://postgres@127.0.0.1:PORT/postgres), stop and delete it."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """Initialise and start a cluster; stop and delete it when the block ends."""
     bindir = postgres_bindir()
     if bindir is None:
         raise FileNotFoundError("no PostgreSQL server binaries (initdb); install Debian's postgresql package")
     root = tempfile.mkdtemp(prefix="see-pg-")
-    data = os.path.join(root, "data")
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    port = free_port()
+    cluster = PostgresCluster(bindir, root, free_port())
     subprocess.run(
-        _as_server_user([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        _as_server_user([f"{bindir}/initdb", "-D", cluster.data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
         check=True,
         capture_output=True,
     )
-    log = os.path.join(root, "server.log")
-    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=on"
-    subprocess.run(
-        _as_server_user([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"]),
-        check=True,
-        capture_output=True,
-    )
+    cluster.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster
     finally:
-        subprocess.run(
-            _as_server_user([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]), capture_output=True
-        )
+        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[str]:
+    """Start a cluster, yield its admin URL (postgresql://postgres@127.0.0.1:PORT/postgres), stop and delete it."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 def fresh_database(admin_url: str) -> str:

@@ -38,7 +38,8 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
         outcome = await loop.add_feedback(Feedback(body.id, body.choice, body.judge, scores, outcome=body.outcome))
     except LedgerError as exc:
         raise NotReadyError(
-            f"the ledger could not store the feedback ({exc}); nothing was stored, retry", code="ledger_unavailable"
+            f"the ledger could not confirm the feedback ({exc}); retry: the same verdict is stored once",
+            code="ledger_unavailable",
         ) from None
     where = f"{body.id!r}" + (f" choice {body.choice}" if body.choice else "")
     if outcome.status == "unknown_id":

@@ -26,7 +26,16 @@ async def health(request: Request):
                 f"the model failed to load: {state.load_error}", "service_unavailable", code="model_load_failed"
             ),
         )
-    return {"status": "ok"}
+    return {"status": "ok", "ledger": ledger_state(state)}
+
+
+def ledger_state(state) -> str:
+    """disabled, opening, connected or unreachable: the ledger is monitoring, so it never fails liveness."""
+    if not state.settings.ledger.enabled:
+        return "disabled"
+    if state.feedback_loop is None:
+        return "opening"
+    return "connected" if state.feedback_loop.ledger.connected else "unreachable"
 
 
 @router.get("/ready", summary="Readiness: the engine is loaded and warmed up")

@@ -82,12 +82,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         service.complete(ids, spec, f"{request_id}-{i}", flags=base.flags) for i, (ids, spec) in enumerate(prepared)
     )
     results = await until_disconnect(request, choices_done)
-    choices = []
+    choices, records = [], []
     conversation = [m.model_dump() for m in body.messages]
     for index, (generation, readout) in enumerate(results):
         evaluation, decision = scored(service, body, readout)
         answer = answer_text(generation, readout)
-        await service.record(request_id, index, "chat", conversation, answer, readout, decision)
+        records.append(service.record(request_id, index, "chat", conversation, answer, readout, decision))
         choices.append(
             ChatChoice(
                 index=index,
@@ -97,6 +97,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                 decision=decision.to_dict() if decision is not None else None,
             )
         )
+    await asyncio.gather(*records)  # the n ledger records wait together, not write_timeout_s one after another
     prompt_tokens = len(prepared[0][0])
     completion_tokens = sum(len(generation.token_ids) for generation, _ in results)
     return ChatCompletion(

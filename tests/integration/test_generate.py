@@ -15,12 +15,17 @@ FEW_SHOT_BLOCK = (
     '\n\n[SELF_EVAL]\n{{"helpfulness": {h}, "correctness": {h}, "coherence": {h}, "complexity": 0, "verbosity": 0}}'
     "\n[/SELF_EVAL]"
 )
+# Few-shot examples in the user's message make the model write its own block (the `generated` readout). Blocks in
+# assistant turns would not: the server removes them before reading (selfeval.integrity); this one is flagged.
 IN_CONTEXT = [
-    {"role": "user", "content": "What is 2 + 2?"},
-    {"role": "assistant", "content": "2 + 2 equals 4." + FEW_SHOT_BLOCK.format(h=8)},
-    {"role": "user", "content": "What is the capital of Italy?"},
-    {"role": "assistant", "content": "The capital of Italy is Rome." + FEW_SHOT_BLOCK.format(h=8)},
-    {"role": "user", "content": "What is the capital of France?"},
+    {
+        "role": "user",
+        "content": "Answer the question, then end with a self-evaluation block exactly like these examples.\n\n"
+        "Question: What is 2 + 2?\nAnswer: 2 + 2 equals 4." + FEW_SHOT_BLOCK.format(h=8) + "\n\n"
+        "Question: What is the capital of Italy?\nAnswer: The capital of Italy is Rome."
+        + FEW_SHOT_BLOCK.format(h=8)
+        + "\n\nQuestion: What is the capital of France?\nAnswer:",
+    }
 ]
 
 
@@ -150,7 +155,7 @@ def test_health_answers_while_the_engine_loads_and_ready_waits_for_it(server):
 
 
 def test_health_and_ready(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "ledger": "connected"}
     assert client.get("/ready").json()["status"] == "ready"
 
 
