@@ -59,11 +59,12 @@ def answer_and_feedback(url: str) -> tuple[httpx.Response, float]:
 def test_the_sidecar_rides_out_a_ledger_outage_from_start_to_restart(model_dir, tmp_path, cluster):
     url = fresh_database(cluster.url)
     cluster.stop()  # down before the sidecar starts: it must serve anyway, not crash-loop
-    with running_server(model_dir, tmp_path, ledger__url=url, ledger__write_timeout_s="5") as server:
+    # a long write timeout: an answer that waited for it (instead of failing fast) shows in its latency
+    with running_server(model_dir, tmp_path, ledger__url=url, ledger__write_timeout_s="60") as server:
         assert ledger_of(server.url) == "unreachable"
         feedback, latency = answer_and_feedback(server.url)
         assert feedback.status_code == 503 and feedback.json()["error"]["code"] == "ledger_unavailable"
-        assert latency < 5, "a down ledger must fail fast, not cost each answer the write timeout"
+        assert latency < 30, "a down ledger must fail fast, not cost each answer the write timeout"
 
         cluster.start()
         assert wait_until(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
@@ -77,7 +78,7 @@ def test_the_sidecar_rides_out_a_ledger_outage_from_start_to_restart(model_dir, 
 
         cluster.stop()  # killed mid-run, and written to while down
         feedback, latency = answer_and_feedback(server.url)
-        assert feedback.status_code == 503 and latency < 5
+        assert feedback.status_code == 503 and latency < 30
         assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200
         cluster.start()
         assert wait_until(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
@@ -92,6 +93,7 @@ def test_the_sidecar_rides_out_a_ledger_outage_from_start_to_restart(model_dir, 
             if s.name.endswith("_total")
         }
         assert writes[("response", "error")] >= 2 and writes[("feedback", "ok")] >= 3, writes  # counted, not hidden
+        assert writes.get(("response", "timeout"), 0) == 0, writes  # failed fast, never waited out
 
 
 def test_a_server_told_the_ledger_is_required_refuses_to_start_without_it(model_dir, tmp_path, cluster):

@@ -153,3 +153,40 @@ def test_a_ledger_url_is_shown_without_its_password_in_every_form(url, secret):
 
 def test_a_sqlite_path_is_shown_as_it_is():
     assert redact("/var/lib/see/ledger.sqlite3", "/var/lib/see/ledger.sqlite3") == "/var/lib/see/ledger.sqlite3"
+
+
+def test_a_full_write_queue_refuses_instead_of_growing(tmp_path):
+    ledger = Ledger(str(tmp_path / "l.sqlite3"), max_queued=2)
+    try:
+        gate = concurrent.futures.Future()
+        blocker = ledger.submit(lambda db: gate.result(10))  # holds the worker
+        time.sleep(0.2)
+        queued = [ledger.submit(lambda db: None) for _ in range(2)]
+        refused = ledger.submit(lambda db: None)
+        with pytest.raises(LedgerError, match="queue is full"):
+            refused.result(5)
+        gate.set_result(None)
+        blocker.result(10)
+        for future in queued:
+            future.result(10)
+    finally:
+        ledger.close()
+
+
+def test_a_server_ledger_opens_without_its_database_and_fails_writes_fast():
+    ledger = Ledger("postgresql://user:pw@127.0.0.1:9/nothing", strict=False)
+    try:
+        assert not ledger.connected
+        started = time.monotonic()
+        with pytest.raises(LedgerError, match="unreachable|cannot open"):
+            ledger.call(Ledger.counts(), timeout=30)
+        assert time.monotonic() - started < 5
+    finally:
+        ledger.close()
+
+
+def test_a_wrong_schema_is_fatal_even_for_a_server(tmp_path):
+    path = str(tmp_path / "l.sqlite3")
+    Ledger(path).call(lambda db: db.execute("UPDATE see_ledger_meta SET value = '999' WHERE key = 'schema_version'"))
+    with pytest.raises(LedgerError, match="schema version 999"):
+        Ledger(path, strict=False)
