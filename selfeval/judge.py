@@ -36,6 +36,7 @@ from selfeval.rubric import ATTRIBUTE_DEFINITIONS, ATTRIBUTES, SCALE_MAX, ScoreE
 log = logging.getLogger(__name__)
 
 TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens", "")
+MAX_RESPONSE_BYTES = 1_000_000  # a judge's reply is a few hundred bytes; more is a broken or hostile endpoint
 
 _DIMENSIONS = "\n".join(f"- {a} (0-{SCALE_MAX}): {ATTRIBUTE_DEFINITIONS[a]}" for a in ATTRIBUTES)
 _OUTPUT_TEMPLATE = "{" + ", ".join(f'"{a}": <int>' for a in ATTRIBUTES) + "}"
@@ -376,23 +377,25 @@ class JudgeClient:
         raise JudgeExhaustedError(self.settings.max_attempts, last_error)
 
     async def _call(self, body: dict) -> str:
+        """One judge call, bounded in time as a whole (httpx's timeout is per read: a judge trickling a byte a
+        second would hold the caller for ever) and in size."""
         client, slot = self._pool()
         async with slot:
             self.counters.requests += 1
-            async with client.stream("POST", "/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    detail = (await response.aread())[:200].decode("utf-8", "replace")
-                    raise JudgeError(f"HTTP {response.status_code}: {detail}")
-                if "text/event-stream" in response.headers.get("content-type", ""):
-                    return await _read_sse_content(response)
-                raw = await response.aread()
-        try:
-            content = json.loads(raw)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise JudgeError(f"not a chat completion body: {raw[:120]!r}") from None
-        if not content:
-            raise JudgeError("empty judge content")
-        return content
+            try:
+                async with asyncio.timeout(self.settings.timeout_s):
+                    return _completion_content(await self._exchange(client, body))
+            except TimeoutError:
+                raise JudgeError(f"the judge did not answer within {self.settings.timeout_s:g} s") from None
+
+    async def _exchange(self, client: httpx.AsyncClient, body: dict) -> bytes | str:
+        async with client.stream("POST", "/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                detail = (await _read_capped(response, 4096))[:200].decode("utf-8", "replace")
+                raise JudgeError(f"HTTP {response.status_code}: {detail}")
+            if "text/event-stream" in response.headers.get("content-type", ""):
+                return await _read_sse_content(response)
+            return await _read_capped(response, MAX_RESPONSE_BYTES)
 
     async def aclose(self) -> None:
         for client, _ in self._pools.values():
@@ -400,9 +403,36 @@ class JudgeClient:
         self._pools.clear()
 
 
+def _completion_content(raw: bytes | str) -> str:
+    """The content of a chat completion body (a streamed reply arrives as its joined content already)."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise JudgeError(f"not a chat completion body: {raw[:120]!r}") from None
+    if not content or not isinstance(content, str):
+        raise JudgeError("empty judge content")
+    return content
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body, refusing one larger than `limit` bytes (a judge answers five digits, not megabytes)."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise JudgeError(f"the judge's response is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _read_sse_content(response: httpx.Response) -> str:
-    pieces = []
+    pieces, size = [], 0
     async for line in response.aiter_lines():
+        size += len(line)
+        if size > MAX_RESPONSE_BYTES:
+            raise JudgeError(f"the judge's stream is larger than {MAX_RESPONSE_BYTES} bytes")
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()

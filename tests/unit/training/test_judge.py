@@ -1,6 +1,7 @@
 """The judge client against the rule-based judge on real loopback HTTP: retries, exhaustion, cache, strictness."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -179,3 +180,65 @@ def test_a_verdict_written_by_another_process_is_a_hit_without_reopening(tmp_pat
     with open(tmp_path / "c.jsonl", "a") as handle:
         handle.write(', "correctness": 2, "coherence": 3, "complexity": 4, "verbosity": 5}}\n')
     assert mine.get("half") == scores  # read once it is complete, not lost for having been seen half-written
+
+
+class HostileJudge:
+    """A judge endpoint on loopback that misbehaves: `trickle` (a byte a second, never done), `hang` (headers,
+    then nothing), `huge` (megabytes of JSON) or `garbage` (200 with a body that is no chat completion)."""
+
+    def __init__(self, mode: str) -> None:
+        import http.server
+        import threading
+
+        mode_of_server = mode
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                try:
+                    if mode_of_server == "trickle":
+                        for _ in range(60):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    elif mode_of_server == "hang":
+                        time.sleep(30)
+                    elif mode_of_server == "huge":
+                        self.wfile.write(b'{"choices": [{"message": {"content": "' + b"9" * 3_000_000 + b'"}}]}')
+                    else:
+                        self.wfile.write(b"<html>I am a teapot</html>")
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["trickle", "hang", "huge", "garbage"])
+def test_a_hostile_judge_costs_at_most_the_timeout_per_attempt_and_ends_in_a_typed_error(tmp_path, mode):
+    judge = HostileJudge(mode)
+    try:
+        client = JudgeClient(settings(judge.url, tmp_path, timeout_s=2.0, max_attempts=2, cache_path=None))
+        started = time.monotonic()
+        with pytest.raises(JudgeExhaustedError) as caught:
+            asyncio.run(client.judge(CONVERSATION, ANSWER, None))
+        elapsed = time.monotonic() - started
+        asyncio.run(client.aclose())
+    finally:
+        judge.close()
+    assert elapsed < 2 * 2.0 + 2, f"{mode}: {elapsed:.1f} s for two attempts of at most 2 s"
+    assert client.counters.api_failures == 2
+    expected = {"trickle": "did not answer within", "hang": "did not answer within", "huge": "larger than",
+                "garbage": "not a chat completion"}[mode]  # fmt: skip
+    assert expected in str(caught.value)
