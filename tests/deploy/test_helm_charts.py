@@ -173,11 +173,27 @@ def test_secrets_never_land_in_a_configmap(charts):
         ({"image.flavor": "tpu"}, "flavor"),
         ({"config.not_a_setting": 1}, "not_a_setting"),
         ({"apiKeys.keys": ["short"]}, "apiKeys"),
+        ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds"),
     ],
-    ids=["sqlite-replicas", "rwo-replicas", "shadow-without-key", "flavor", "unknown-setting", "weak-key"],
+    ids=["sqlite-replicas", "rwo-replicas", "shadow-without-key", "flavor", "unknown-setting", "weak-key", "grace"],
 )
 def test_the_chart_refuses_values_that_cannot_work(charts, sets, message):
     assert message in charts.template_error(SIDECAR_CHART, sets)
+
+
+def test_by_default_the_api_needs_a_generated_key_and_pods_drain_before_stopping(charts):
+    kinds = by_kind(charts.template(SIDECAR_CHART))
+    generated = kinds["Secret"]["stringData"]["api-keys"].strip()
+    assert len(generated) == 40 and generated.isalnum()
+    assert kinds["ConfigMap"]["data"]["SEE_API_KEY_FILE"] == "/etc/see-sidecar/api-keys/api-keys"
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert any(volume["name"] == "api-keys" for volume in pod["volumes"])
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    assert pod["terminationGracePeriodSeconds"] > 10 + 30
+    assert by_kind(charts.template(SIDECAR_CHART))["Secret"]["stringData"]["api-keys"].strip() != generated
+
+    opened = by_kind(charts.template(SIDECAR_CHART, sets={"apiKeys.generate": False}))
+    assert "Secret" not in opened and "SEE_API_KEY_FILE" not in opened["ConfigMap"]["data"]
 
 
 def test_the_training_job_resumes_from_its_volume_with_the_judge_key_from_a_secret(charts):

@@ -50,7 +50,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "see-sidecar.hasApiKeys" -}}
-{{- if or .Values.apiKeys.keys .Values.apiKeys.existingSecret -}}true{{- end -}}
+{{- if or .Values.apiKeys.keys .Values.apiKeys.existingSecret .Values.apiKeys.generate -}}true{{- end -}}
+{{- end -}}
+
+{{/* The chart creates the API-key Secret entry: keys listed in values, or one generated key. */}}
+{{- define "see-sidecar.createsApiKeys" -}}
+{{- if and (not .Values.apiKeys.existingSecret) (or .Values.apiKeys.keys .Values.apiKeys.generate) -}}true{{- end -}}
+{{- end -}}
+
+{{/* A generated key: the one already in the release's Secret (upgrades keep it), else a new random one. */}}
+{{- define "see-sidecar.generatedApiKey" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "see-sidecar.secretName" .) -}}
+{{- if and $existing (index ($existing.data | default dict) .Values.apiKeys.key) -}}
+{{- index $existing.data .Values.apiKeys.key | b64dec | trim -}}
+{{- else -}}
+{{- randAlphaNum 40 -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "see-sidecar.hasJudgeKey" -}}
@@ -71,6 +86,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* Refuse configurations that cannot work, with what to change. */}}
 {{- define "see-sidecar.validate" -}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.preStopSleepSeconds) 30) -}}
+{{- fail "terminationGracePeriodSeconds must exceed preStopSleepSeconds + 30 (the server's own graceful shutdown)" -}}
+{{- end -}}
 {{- $scaled := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
 {{- if and $scaled (not .Values.ledger.existingSecret) .Values.config.ledger.url (not (hasPrefix "postgres" (toString .Values.config.ledger.url))) -}}
 {{- fail "several replicas cannot share one SQLite ledger: set ledger.existingSecret (a PostgreSQL DSN), or config.ledger.enabled=false" -}}
