@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
@@ -39,10 +40,15 @@ class ChatMessage(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the schema says what the validator enforces: exactly one of messages / prompt (null is never a value)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["messages"]}, {"required": ["prompt"]}]}
+    )
 
-    messages: list[ChatMessage] | None = Field(None, description="The conversation; give this or `prompt`")
-    prompt: Text | None = Field(None, description="Shorthand for a single user message")
+    messages: list[ChatMessage] | SkipJsonSchema[None] = Field(
+        None, description="The conversation; give this or `prompt`"
+    )
+    prompt: Text | SkipJsonSchema[None] = Field(None, description="Shorthand for a single user message")
     max_tokens: int | None = Field(None, ge=1, description="Answer budget in tokens (default: server setting)")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy (default: server setting)")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
