@@ -8,6 +8,7 @@ the decision policy, and recording metrics. Routes call it; it never sees HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +36,7 @@ from server.errors import (
     EngineError,
     InvalidRequestError,
     RequestTimeoutError,
+    ServiceError,
     describe_validation_errors,
 )
 from server.feedback_loop import FeedbackLoop
@@ -193,16 +195,9 @@ class GenerationService:
         timeout_s: float | None = None,
     ) -> tuple[Generation, Readout | None]:
         """Generate one answer and read its self-evaluation (when `spec.read_digits`), carrying the request's flags."""
-        try:
-            async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
-                generation = await self.engine.generate(prompt_ids, spec, request_id)
-                readout = await self._read(prompt_ids, generation, request_id, flags) if spec.read_digits else None
-        except TimeoutError:
-            raise self._timed_out(request_id) from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the engine is the one dependency that can fail in ways we cannot validate away
-            raise self._engine_failure(request_id, exc) from None
+        async with self._engine_errors(request_id), asyncio.timeout(timeout_s or self.settings.request_timeout_s):
+            generation = await self.engine.generate(prompt_ids, spec, request_id)
+            readout = await self._read(prompt_ids, generation, request_id, flags) if spec.read_digits else None
         if record_metrics:
             self._record(len(prompt_ids), generation, readout)
         return generation, readout
@@ -251,17 +246,8 @@ class GenerationService:
         answer = answer_before_block(response)
         if not answer:
             raise InvalidRequestError("response is empty; give the answer text to score", param="response")
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                distributions, failure, readout_tokens = await forced_readout(
-                    self.engine, prompt_ids, answer, request_id
-                )
-        except TimeoutError:
-            raise self._timed_out(request_id) from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._engine_failure(request_id, exc) from None
+        async with self._engine_errors(request_id), asyncio.timeout(self.settings.request_timeout_s):
+            distributions, failure, readout_tokens = await forced_readout(self.engine, prompt_ids, answer, request_id)
         if distributions is None:
             raise InvalidRequestError(
                 f"cannot score this response: {failure}", param="response", code="context_length_exceeded"
@@ -346,6 +332,19 @@ class GenerationService:
             decision=decision.action if decision is not None else None,
             calibration_version=self.calibration.version if self.calibration is not None else None,
         )
+
+    @contextlib.asynccontextmanager
+    async def _engine_errors(self, request_id: str) -> AsyncIterator[None]:
+        """Engine work's failures as service errors: over time 504, a dead engine 503, anything else 500.
+        The engine is the one dependency that can fail in ways we cannot validate away."""
+        try:
+            yield
+        except TimeoutError:
+            raise self._timed_out(request_id) from None
+        except (asyncio.CancelledError, ServiceError):
+            raise
+        except Exception as exc:
+            raise self._engine_failure(request_id, exc) from None
 
     def _engine_failure(self, request_id: str, exc: Exception) -> EngineError | EngineDeadError:
         """A dead engine is a 503 (the replica is exiting; retry elsewhere); any other failure a 500."""
