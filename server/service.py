@@ -149,9 +149,14 @@ class GenerationService:
             conversation, removed = remove_history_blocks(validate_messages(messages))
         except PromptError as exc:
             raise InvalidRequestError(str(exc), param=exc.param) from None
-        if not conversation or conversation[-1]["role"] == "assistant" and removed:
+        if not conversation:
             raise InvalidRequestError(
-                "nothing is left to answer once the [SELF_EVAL] blocks are removed from the assistant turns",
+                "nothing is left once the [SELF_EVAL] blocks are removed from the assistant turns", param="messages"
+            )
+        if removed and conversation[-1]["role"] == "assistant":  # a forged final turn: nothing for the model to do
+            raise InvalidRequestError(
+                "the conversation ends with an assistant turn that carried a [SELF_EVAL] block; end it with the "
+                "turn to answer (blocks in history are removed: this server never returns one)",
                 param="messages",
             )
         return conversation, request_flags(conversation, other_texts, self.engine.control_strings, removed)
