@@ -109,7 +109,7 @@ def send(url: str, route: str, body) -> int:
 
 @pytest.mark.parametrize("route", list(BODIES))
 def test_hostile_values_never_get_a_server_error(small_server, route):
-    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=25, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(body=BODIES[route])
     def check(body):
