@@ -3,11 +3,9 @@ order that keeps trainers and the session's sidecar apart."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.postgres import fresh_database, postgres_bindir, temporary_postgres
+from tests.postgres import fresh_database, require_postgres, temporary_postgres
 
 
 def pytest_collection_modifyitems(items):
@@ -19,10 +17,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def postgres_admin_url():
-    if postgres_bindir() is None:
-        if os.environ.get("SEE_REQUIRE_POSTGRES") == "1":
-            pytest.fail("SEE_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries are installed")
-        pytest.skip("no PostgreSQL server binaries (Debian package postgresql); .ci/run installs them")
+    require_postgres()
     with temporary_postgres() as url:
         yield url
 

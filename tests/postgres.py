@@ -19,6 +19,16 @@ from contextlib import contextmanager
 from server.launch import free_port
 
 
+def require_postgres() -> None:
+    """Skip the test without PostgreSQL binaries; fail it instead where CI requires them (SEE_REQUIRE_POSTGRES)."""
+    import pytest
+
+    if postgres_bindir() is None:
+        if os.environ.get("SEE_REQUIRE_POSTGRES") == "1":
+            pytest.fail("SEE_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries are installed")
+        pytest.skip("no PostgreSQL server binaries (Debian package postgresql); .ci/run installs them")
+
+
 def postgres_bindir() -> str | None:
     found = shutil.which("initdb")
     if found:

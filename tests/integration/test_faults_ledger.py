@@ -7,7 +7,6 @@ the stale connection is retried on a new one, not lost) and takes feedback again
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import running_server
-from tests.postgres import fresh_database, postgres_bindir, postgres_cluster
+from tests.postgres import fresh_database, postgres_cluster, require_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +24,7 @@ ASK = {"prompt": "Name a colour.", "max_tokens": 8, "temperature": 0}
 
 @pytest.fixture(scope="module")
 def cluster():
-    if postgres_bindir() is None:
-        if os.environ.get("SEE_REQUIRE_POSTGRES") == "1":
-            pytest.fail("SEE_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries are installed")
-        pytest.skip("no PostgreSQL server binaries (Debian package postgresql); .ci/run installs them")
+    require_postgres()
     with postgres_cluster() as running:
         yield running
 
