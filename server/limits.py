@@ -49,12 +49,10 @@ class RequestLimits:
         self.api_keys = [key.encode() for key in api_keys]
         self.protect_metrics = protect_metrics
         self.max_body_bytes = max_body_bytes
-        self.max_pending = max_pending_requests
         self.retry_after_s = retry_after_s
         self.in_flight = in_flight
-        self.pending = 0
-        self.max_pending_feedback = max_pending_feedback
-        self.pending_feedback = 0
+        self.limits = {"model": max_pending_requests, "feedback": max_pending_feedback}
+        self.pending = {"model": 0, "feedback": 0}
 
     def _needs_key(self, path: str) -> bool:
         if not self.api_keys or path.startswith(OPEN_ROUTES):
@@ -95,43 +93,36 @@ class RequestLimits:
                 return await self._reject(send, *self._too_large())
             receive = self._replay(body, receive)
         if scope["method"] == "POST" and path.startswith(UNQUEUED_ROUTES):
-            return await self._admit_feedback(scope, receive, send)
+            return await self._admit("feedback", scope, receive, send)
         if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)):
             return await self.app(scope, receive, send)
-        if self.pending >= self.max_pending:
-            return await self._reject(
-                send,
-                429,
-                f"the server is at capacity ({self.max_pending} requests in progress); retry shortly",
-                "rate_limit_error",
-                "queue_full",
-                [(b"retry-after", str(self.retry_after_s).encode())],
-            )
-        self.pending += 1
-        self.in_flight.inc()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.pending -= 1
-            self.in_flight.dec()
+        return await self._admit("model", scope, receive, send)
 
-    async def _admit_feedback(self, scope, receive, send) -> None:
-        """Feedback needs no engine, but each waits on the ledger: its own bound, so a flood of verdicts (or a
-        stalled database) cannot pile up without limit."""
-        if self.pending_feedback >= self.max_pending_feedback:
+    async def _admit(self, queue: str, scope, receive, send) -> None:
+        """Run the request if its queue has room, else 429 with Retry-After. Two queues: model requests (engine
+        capacity, shown as in-flight) and feedback (no engine, but each waits on the ledger: a flood of verdicts
+        or a stalled database must not pile up without limit)."""
+        limit = self.limits[queue]
+        if self.pending[queue] >= limit:
+            what = "requests" if queue == "model" else "feedback requests"
             return await self._reject(
                 send,
                 429,
-                f"too much feedback in progress ({self.max_pending_feedback}); retry shortly",
+                f"the server is at capacity ({limit} {what} in progress); retry shortly",
                 "rate_limit_error",
                 "queue_full",
                 [(b"retry-after", str(self.retry_after_s).encode())],
             )
-        self.pending_feedback += 1
+        self.pending[queue] += 1
+        gauge = self.in_flight if queue == "model" else None
+        if gauge is not None:
+            gauge.inc()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.pending_feedback -= 1
+            self.pending[queue] -= 1
+            if gauge is not None:
+                gauge.dec()
 
     def _too_large(self):
         return (
