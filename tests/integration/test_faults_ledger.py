@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import running_server
+from tests.integration.test_openai_api import wait_for
 from tests.postgres import fresh_database, postgres_cluster, require_postgres
 
 pytestmark = pytest.mark.integration
@@ -31,15 +32,6 @@ def cluster():
 
 def ledger_of(url: str) -> str:
     return httpx.get(f"{url}/health", timeout=10).json()["ledger"]
-
-
-def wait_until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return False
 
 
 def answer_and_feedback(url: str) -> tuple[httpx.Response, float]:
@@ -63,7 +55,7 @@ def test_the_sidecar_rides_out_a_ledger_outage_from_start_to_restart(model_dir, 
         assert latency < 30, "a down ledger must fail fast, not cost each answer the write timeout"
 
         cluster.start()
-        assert wait_until(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
+        assert wait_for(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
         feedback, _ = answer_and_feedback(server.url)
         assert feedback.status_code == 200 and feedback.json()["status"] == "created", feedback.text
 
@@ -77,7 +69,7 @@ def test_the_sidecar_rides_out_a_ledger_outage_from_start_to_restart(model_dir, 
         assert feedback.status_code == 503 and latency < 30
         assert httpx.get(f"{server.url}/ready", timeout=10).status_code == 200
         cluster.start()
-        assert wait_until(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
+        assert wait_for(lambda: ledger_of(server.url) == "connected", 30), ledger_of(server.url)
         feedback, _ = answer_and_feedback(server.url)
         assert feedback.status_code == 200, feedback.text
         families = text_string_to_metric_families(httpx.get(f"{server.url}/metrics", timeout=10).text)
