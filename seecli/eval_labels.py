@@ -62,7 +62,7 @@ def eval_labels(
     from selfeval.models import ProvisionError
     from training.config import DEFAULT_DATA, REPO_ROOT
     from training.data import DataError
-    from training.progress import RichProgress
+    from training.progress import progress_for
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -76,7 +76,7 @@ def eval_labels(
             resamples=bootstrap,
             collect=not report_only,
         )
-        with RichProgress(console) as progress:
+        with progress_for(console) as progress:
             metrics = run_labelled_eval(spec, out, progress)
     except (ProvisionError, DataError, AnswerError, LabelledEvalError) as exc:
         console.print(f"[red]error:[/red] {exc}\nScores already journaled are kept: run the same command to resume.")

@@ -79,7 +79,7 @@ def evaluate(
     from evaluation.prompt_sets import PromptSetError
     from evaluation.run import EvalError, EvalSpec, run_eval
     from selfeval.judge import JudgeSettings
-    from training.progress import RichProgress
+    from training.progress import progress_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -112,7 +112,7 @@ def evaluate(
     directory = out or _default_out(prompts, model, answers_from, judge_settings.model)
     console.print(f"evaluation run directory {directory}")
     try:
-        with RichProgress(console) as progress:
+        with progress_for(console) as progress:
             metrics = run_eval(spec, directory, progress)
     except (PromptSetError, EvalError, AnswerError) as exc:
         console.print(f"[red]error:[/red] {exc}")

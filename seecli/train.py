@@ -69,7 +69,7 @@ def train(
     from training.data import DataError
     from training.distill import DistillError
     from training.loop import TrainingError, prepare_run, run_training
-    from training.progress import NullProgress, RichProgress
+    from training.progress import NullProgress, progress_for
     from training.ranks import launched_rank
 
     try:
@@ -91,7 +91,7 @@ def train(
     done: list[dict] = []
     started = time.monotonic()
     try:
-        with RichProgress(console) if main else NullProgress() as progress:
+        with progress_for(console) if main else NullProgress() as progress:
             ctx = prepare_run(cfg, directory, progress)
             if main:
                 console.print(
