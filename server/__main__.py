@@ -8,6 +8,7 @@ starts, with a message that says what to do.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from selfeval.calibration import CalibrationError, CalibrationMap, calibration_p
 from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
 from selfeval.models import ProvisionError, prepare_default_model, prepare_named_model
 from server.app import build_app
-from server.engine import build_engine_in_thread
+from server.engine import build_engine_in_thread, stop_engine_processes
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -62,17 +63,32 @@ def serve(settings: Settings) -> int:
     def stop() -> None:
         holder["server"].should_exit = True
 
-    app = build_app(settings, model_dir, card, build_engine_in_thread, on_fatal=stop, calibration=calibration)
+    app = build_app(
+        settings,
+        model_dir,
+        card,
+        build_engine_in_thread,
+        on_fatal=stop,
+        calibration=calibration,
+        on_abandoned_load=stop_engine_processes,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30
         )
     )
     holder["server"] = server
+    # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it is done; with the default action that kills
+    # the process before the engine processes below are stopped. A no-op handler lets this function finish.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     log.info(
         "listening on http://%s:%d (model loading; GET /ready turns 200 when it is ready)", settings.host, settings.port
     )
-    server.run()
+    try:
+        server.run()
+    finally:  # an engine stopped while it was still loading was never handed to shutdown: no orphans
+        stop_engine_processes()
     state = app.state.see
     return 1 if state.load_error or state.engine_dead() else 0
 

@@ -30,6 +30,7 @@ from server.metrics import HttpMetricsMiddleware, ServiceMetrics
 from server.routes import feedback, generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings
+from server.work import WorkBudget
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class AppState:
     calibration: CalibrationMap | None = None
     feedback_loop: FeedbackLoop | None = None
     load_error: str | None = None
+    engine_loading: bool = False
     started_at: float = field(default_factory=time.monotonic)
     created_at: float = field(default_factory=time.time)
 
@@ -74,18 +76,34 @@ def build_app(
     engine_builder: EngineBuilder,
     on_fatal: Callable[[], None] | None = None,
     calibration: CalibrationMap | None = None,
+    on_abandoned_load: Callable[[], None] | None = None,
 ) -> FastAPI:
+    """`on_abandoned_load` runs when the app stops while the engine is still loading: the build goes on in its
+    worker thread, out of reach of the engine's shutdown, so the caller stops what it started (the server
+    process stops its engine processes; a test's in-process app has none and passes nothing)."""
     model_name = settings.served_model_name or card.model_name
     state = AppState(settings, model_dir, card, model_name, ServiceMetrics(model_name), calibration=calibration)
+    work = WorkBudget(
+        settings.max_pending_tokens,
+        settings.retry_after_s,
+        state.metrics.work_in_progress.labels(model_name),
+    )
 
     async def load() -> None:
         try:
             if settings.ledger.enabled:  # before the engine: feedback works while the model loads
                 state.feedback_loop = await FeedbackLoop.open(settings, card_fingerprint(card), state.metrics)
                 state.feedback_loop.start()
-            state.engine = await engine_builder(
-                settings, model_dir, card.digit_token_ids, state.metrics.observe_scheduler
-            )
+            state.engine_loading = True
+            try:
+                state.engine = await engine_builder(
+                    settings, model_dir, card.digit_token_ids, state.metrics.observe_scheduler
+                )
+            finally:
+                state.engine_loading = False
+            work.size_from_engine(state.engine.kv_cache_tokens)
+            state.metrics.work_capacity.labels(model_name).set(work.capacity or 0)
+            log.info("admission budget: %d tokens of work", work.capacity)
             service = GenerationService(
                 state.engine,
                 card,
@@ -126,9 +144,12 @@ def build_app(
         try:
             yield
         finally:
+            loading = state.engine_loading
             task.cancel()
             if state.engine is not None:
                 state.engine.shutdown()
+            elif loading and on_abandoned_load is not None:
+                on_abandoned_load()
             if state.feedback_loop is not None:
                 await state.feedback_loop.stop()
 
@@ -149,6 +170,7 @@ def build_app(
         max_pending_feedback=settings.max_pending_feedback,
         retry_after_s=settings.retry_after_s,
         in_flight=state.metrics.in_flight.labels(model_name),
+        work=work,
     )
     # added last = outermost: rejections by the limits (401, 413, 429) are counted like any other answer
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)

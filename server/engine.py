@@ -10,6 +10,7 @@ touching the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -72,6 +73,8 @@ class Engine(Protocol):
     model_dir: Path
     max_model_len: int
     digit_token_ids: tuple[int, ...]
+    kv_cache_tokens: int  # tokens the engine's KV cache holds
+    longest_token_chars: int  # no token stands for more characters: a text of C chars is >= C / this tokens
 
     control_strings: tuple[str, ...]  # the tokenizer's special-token strings (<|im_start|>, ...)
 
@@ -108,6 +111,11 @@ class VllmEngine:
         self.model_dir = model_dir
         self.digit_token_ids = digit_token_ids
         self.max_model_len = int(llm.model_config.max_model_len)
+        cache = llm.vllm_config.cache_config
+        self.kv_cache_tokens = int(cache.num_gpu_blocks or 0) * int(cache.block_size) or self.max_model_len
+        # a vocabulary entry's string is at least as long as the text it decodes to (byte-level BPE writes a
+        # byte a character, SentencePiece a byte as <0xNN>), so this bounds the characters per token from above
+        self.longest_token_chars = max(len(token) for token in tokenizer.get_vocab())
         self.control_strings = tuple(
             token.content for token in tokenizer.added_tokens_decoder.values() if token.special and token.content
         )
@@ -289,6 +297,28 @@ def _default_context(model_dir: Path, cap: int = 8192) -> int:
 
 def new_request_id(prefix: str = "gen") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def stop_engine_processes(grace_s: float = 5.0) -> list[int]:
+    """Terminate (then kill) every process this one started and that is still running; returns their pids.
+
+    The engine's own shutdown stops its processes, but only once it has been handed an engine: one still
+    loading when the server is stopped (SIGTERM during the ~20 s load) lives on in a worker thread, and its
+    EngineCore and workers would outlive the server as orphans holding gigabytes. The server starts no other
+    processes, so at exit every child is the engine's."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    if children:
+        log.info("stopped %d engine process(es) left at exit: %s", len(children), [c.pid for c in children])
+    return [child.pid for child in children]
 
 
 async def build_engine_in_thread(

@@ -55,6 +55,17 @@ class EngineDeadError(NotReadyError):
     """The engine process died: this replica cannot serve again and is exiting; another replica can."""
 
 
+class OverCapacityError(ServiceError):
+    """The server has no room for this request's work now; the client retries after `retry_after_s`."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str = "queue_full") -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
 class RequestTimeoutError(ServiceError):
     status_code = 504
     error_type = "timeout_error"
@@ -113,7 +124,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _service_error(_: Request, exc: ServiceError):
         if exc.status_code == 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code)
+        response = error_response(exc.status_code, exc.message, exc.error_type, exc.param, exc.code)
+        if isinstance(exc, OverCapacityError):
+            response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):

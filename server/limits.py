@@ -7,6 +7,8 @@ An ASGI middleware rather than a FastAPI one, so that a streaming response stays
 - Body size: over `max_body_bytes` is a 413, checked on Content-Length or, for chunked bodies, while reading.
 - Admission: at most `max_pending_requests` model requests at once (running or waiting in the engine); one
   more gets a 429 with `Retry-After` instead of piling up. Feedback has its own bound, `max_pending_feedback`.
+  Each admitted model request also gets a `WorkTicket` (scope state `work`) on which its route claims the
+  tokens it may take; released here when the response is done (`server.work`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import hmac
 import json
 
 from prometheus_client import Gauge
+
+from server.work import WorkBudget
 
 MODEL_ROUTES = ("/generate", "/v1/")
 UNQUEUED_ROUTES = ("/v1/feedback",)  # needs a key like any /v1 route, and a bound of its own, not engine capacity
@@ -44,6 +48,7 @@ class RequestLimits:
         max_pending_feedback: int,
         retry_after_s: int,
         in_flight: Gauge,
+        work: WorkBudget,
     ) -> None:
         self.app = app
         self.api_keys = [key.encode() for key in api_keys]
@@ -51,6 +56,7 @@ class RequestLimits:
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
         self.in_flight = in_flight
+        self.work = work
         self.limits = {"model": max_pending_requests, "feedback": max_pending_feedback}
         self.pending = {"model": 0, "feedback": 0}
 
@@ -115,14 +121,19 @@ class RequestLimits:
             )
         self.pending[queue] += 1
         gauge = self.in_flight if queue == "model" else None
+        ticket = self.work.ticket() if queue == "model" else None
         if gauge is not None:
             gauge.inc()
+        if ticket is not None:
+            scope.setdefault("state", {})["work"] = ticket
         try:
             await self.app(scope, receive, send)
         finally:
             self.pending[queue] -= 1
             if gauge is not None:
                 gauge.dec()
+            if ticket is not None:
+                ticket.release()
 
     def _too_large(self):
         return (

@@ -81,6 +81,18 @@ class ServiceMetrics:
             ["model_name"],
             registry=self.registry,
         )
+        self.work_in_progress = Gauge(
+            "see_work_in_progress_tokens",
+            "Tokens of engine room claimed by admitted model requests (prompt, max_tokens and readout per choice)",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.work_capacity = Gauge(
+            "see_work_capacity_tokens",
+            "The admission budget in tokens (SEE_MAX_PENDING_TOKENS, or twice the engine's KV cache)",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.engine_requests = Gauge(
             "see_engine_requests",
             "Requests inside the engine after its last step: waiting (queue depth) or running",

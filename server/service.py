@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -55,6 +55,11 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 600.0
+Claim = Callable[[int], None]  # takes a request's tokens of work from the admission budget (server.work)
+
+
+def no_claim(tokens: int) -> None:
+    """Work outside admission (the warm-up, tests of the service alone)."""
 
 
 class Prepared(NamedTuple):
@@ -106,6 +111,28 @@ class GenerationService:
             raise InvalidRequestError(
                 f"the model's chat template refused this conversation: {exc}", param="messages", code="chat_template"
             ) from None
+
+    def work(self, prepared: Prepared, n: int = 1) -> int:
+        """Engine room a request may take: its prompt once (prefix caching shares it), then per choice the
+        answer budget and the readout room."""
+        return len(prepared.prompt_ids) + n * (prepared.spec.max_tokens + self.readout_reserve)
+
+    def refuse_certainly_too_long(self, conversation: list[dict[str, str]], answer_chars: int = 0) -> None:
+        """400 before tokenising when the text alone cannot fit: C characters are at least
+        C / longest_token_chars tokens, so a megabyte of prompt is refused without a megabyte of tokenising."""
+        chars = sum(len(message["content"]) for message in conversation)
+        at_least = -(-(chars + answer_chars) // self.engine.longest_token_chars)
+        limit = self.engine.max_model_len - self.readout_reserve
+        if self.settings.max_prompt_tokens is not None and not answer_chars:
+            limit = min(limit, self.settings.max_prompt_tokens)
+        if at_least > limit:
+            raise InvalidRequestError(
+                f"the request holds {chars + answer_chars} characters, at least {at_least} tokens; this server "
+                f"accepts at most {limit} (the model's context less the self-evaluation, or SEE_MAX_PROMPT_TOKENS). "
+                "Shorten the conversation.",
+                param="messages",
+                code="prompt_too_long",
+            )
 
     def answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
         limit = self.settings.max_prompt_tokens
@@ -172,11 +199,14 @@ class GenerationService:
         stop: list[str],
         read_digits: bool = True,
         other_texts: tuple[str, ...] = (),
+        answer_chars: int = 0,
     ) -> Prepared:
         """Validate a conversation and build its prompt ids, sampling spec and flags (raises InvalidRequestError).
 
-        Tokenising runs on a worker thread: a megabyte of prompt must not stall every stream and /health."""
+        Tokenising runs on a worker thread: a megabyte of prompt must not stall every stream and /health; one
+        that certainly cannot fit is refused before it is tokenised at all."""
         conversation, flags = self.conversation_and_flags(messages, other_texts)
+        self.refuse_certainly_too_long(conversation, answer_chars)
         literal = CONTROL_TEXT_IN_REQUEST in flags
         prompt_ids = await asyncio.to_thread(self.prompt_ids, conversation, literal)
         spec = SamplingSpec(
@@ -242,15 +272,27 @@ class GenerationService:
         self._record(len(prompt_ids), generation, readout)
         yield generation, readout
 
-    async def score(self, messages: object, response: str, request_id: str) -> tuple[list[int], Readout]:
+    async def score(
+        self, messages: object, response: str, request_id: str, claim: Claim = no_claim
+    ) -> tuple[list[int], Readout]:
         """Teacher-forced readout of any model's `response` to the conversation."""
-        prepared = await self.prepare(
-            messages, max_tokens=None, temperature=None, top_p=None, seed=None, stop=[], other_texts=(response,)
-        )
-        prompt_ids = prepared.prompt_ids
         answer = answer_before_block(response)
         if not answer:
             raise InvalidRequestError("response is empty; give the answer text to score", param="response")
+        prepared = await self.prepare(
+            messages,
+            max_tokens=None,
+            temperature=None,
+            top_p=None,
+            seed=None,
+            stop=[],
+            other_texts=(response,),
+            answer_chars=len(answer),
+        )
+        prompt_ids = prepared.prompt_ids
+        # the answer's tokens are not known before the readout encodes it; its characters bound them well
+        # enough for admission (a token is a character or more, bar rare multi-token characters)
+        claim(len(prompt_ids) + len(answer) + self.readout_reserve)
         async with self._engine_errors(request_id), asyncio.timeout(self.settings.request_timeout_s):
             distributions, failure, readout_tokens = await forced_readout(self.engine, prompt_ids, answer, request_id)
         if distributions is None:
@@ -383,7 +425,12 @@ class GenerationService:
             self.metrics.observe_readout(readout.source, readout.distributions)
 
     async def generate(
-        self, request: GenerateRequest, *, record_metrics: bool = True, timeout_s: float | None = None
+        self,
+        request: GenerateRequest,
+        *,
+        claim: Claim = no_claim,
+        record_metrics: bool = True,
+        timeout_s: float | None = None,
     ) -> GenerateResponse:
         prepared = await self.prepare(
             request.conversation(),
@@ -394,6 +441,7 @@ class GenerationService:
             stop=request.stop_list(),
             read_digits=request.score,
         )
+        claim(self.work(prepared))
         request_id = new_request_id()
         prompt_ids = prepared.prompt_ids
         generation, readout = await self.complete(

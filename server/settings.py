@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     protect_metrics: bool = Field(False, description="Also require a key for /metrics")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413")
     max_pending_requests: int = Field(64, ge=1, description="Model requests in progress at once; more get 429")
+    max_pending_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens of work admitted at once (prompt + n x (max_tokens + readout)); more get 429. "
+        "Default: twice the engine's KV-cache capacity",
+    )
     max_pending_feedback: int = Field(256, ge=1, description="/v1/feedback requests in progress at once; more get 429")
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429")
     request_timeout_s: float = Field(600.0, gt=0, description="A model request taking longer is aborted (504)")

@@ -6,6 +6,8 @@
   (nginx's "client closed request"), which only the metrics see.
 - `all_or_nothing`: the n choices of one request succeed together; the first failure cancels the others (no
   engine time or ledger rows spent on a response nobody receives) and is what the client sees.
+- `work_claim`: how a route takes its request's tokens of work from the admission budget (`server.work`); the
+  middleware that opened the ticket releases it when the response is done.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TypeVar
 from fastapi import Request
 
 from server.errors import ServiceError
+from server.service import Claim, no_claim
 
 T = TypeVar("T")
 
@@ -56,3 +59,9 @@ async def all_or_nothing(works: Iterable[Awaitable[T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def work_claim(request: Request) -> Claim:
+    """The request's ticket's claim; no claim where no ticket was opened (an app built without the limits)."""
+    ticket = request.scope.get("state", {}).get("work")
+    return ticket.claim if ticket is not None else no_claim

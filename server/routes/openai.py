@@ -31,7 +31,7 @@ from server.openai_protocol import (
 )
 from server.policy import Decision
 from server.protocol import SEED_MAX
-from server.routes.lifetime import all_or_nothing, until_disconnect
+from server.routes.lifetime import all_or_nothing, until_disconnect, work_claim
 from server.service import GenerationService, answer_text
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         stop=body.stop_list(),
         read_digits=body.score,
     )
+    work_claim(request)(service.work(base, body.n))
     prepared = [(base.prompt_ids, replace(base.spec, seed=seed_for(body, i))) for i in range(body.n)]
     request_id = new_request_id("chatcmpl")
     if body.stream:

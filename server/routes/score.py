@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from server.engine import new_request_id
 from server.openai_protocol import ScoreRequest, ScoreResponse, ScoreUsage
-from server.routes.lifetime import until_disconnect
+from server.routes.lifetime import until_disconnect, work_claim
 from server.routes.openai import check_model
 
 router = APIRouter(prefix="/v1")
@@ -18,7 +18,7 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
     check_model(body.model, service.model_name)
     service.thresholds(body.decision_thresholds)  # validate overrides before any work
     request_id = new_request_id("score")
-    scoring = service.score([m.model_dump() for m in body.messages], body.response, request_id)
+    scoring = service.score([m.model_dump() for m in body.messages], body.response, request_id, work_claim(request))
     prompt_ids, readout = await until_disconnect(request, scoring)
     decision = service.decide(readout, body.decision_thresholds)
     conversation = [m.model_dump() for m in body.messages]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -100,7 +102,8 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         "port": 8123, "log_level": "debug", "default_max_tokens": 77, "default_temperature": 0.3,
         "default_top_p": 0.7, "max_prompt_tokens": 999, "max_answer_tokens": 555,
         "api_key_file": str(tmp_path / "keys"), "protect_metrics": True, "max_body_bytes": 4096,
-        "max_pending_requests": 9, "max_pending_feedback": 12, "retry_after_s": 7, "allow_looser_thresholds": True,
+        "max_pending_requests": 9, "max_pending_tokens": 4321, "max_pending_feedback": 12, "retry_after_s": 7,
+        "allow_looser_thresholds": True,
         "request_timeout_s": 33.5, "log_text": True,
         "device": "cpu", "max_model_len": 2048, "dtype": "bfloat16", "enforce_eager": True,
         "enable_prefix_caching": False, "cpu_kv_cache_gib": 3.5, "cpu_threads_bind": "0-1",
@@ -235,3 +238,20 @@ def test_the_sidecar_pattern_example_is_a_valid_pod_with_the_sidecar_on_localhos
     sidecar_env = {e["name"]: e["value"] for e in containers["see-sidecar"]["env"]}
     assert sidecar_env["SEE_HOST"] == "127.0.0.1"
     assert {"name": "SEE_SIDECAR_URL", "value": "http://127.0.0.1:8000"} in containers["orchestrator"]["env"]
+
+
+def test_default_egress_is_dns_and_public_https_only(charts):
+    """A fresh install must not let a compromised pod reach the cluster's services or the cloud metadata
+    endpoint; the default model (PyPI) and a hosted judge still work over HTTPS."""
+    policy = by_kind(charts.template(SIDECAR_CHART))["NetworkPolicy"]["spec"]
+    assert "Egress" in policy["policyTypes"]
+    dns, https = policy["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    assert https["ports"] == [{"port": 443, "protocol": "TCP"}]
+    block = https["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0"
+    metadata, cluster = ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("10.96.0.10")
+    for address in (metadata, cluster):
+        assert any(address in ipaddress.ip_network(cidr) for cidr in block["except"]), address
+    opened = by_kind(charts.template(SIDECAR_CHART, sets={"networkPolicy.egress": []}))["NetworkPolicy"]["spec"]
+    assert opened["policyTypes"] == ["Ingress"] and "egress" not in opened

@@ -89,3 +89,41 @@ def test_an_engine_killed_mid_stream_ends_the_stream_health_and_the_process(mode
         assert 200 not in seen, seen
         assert server.process.returncode == 1, server.log_tail()
         assert "the inference engine died" in server.log_tail(20_000)
+
+
+def engine_processes(server_pid: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(server_pid).children(recursive=True):
+        try:
+            if "VLLM" in " ".join(child.cmdline()) + " " + child.name():
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def ready_status(url: str, seconds: float = 20) -> int | None:
+    """GET /ready, waiting out the moment before the socket is bound."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(f"{url}/ready", timeout=5).status_code
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return None
+
+
+def test_a_server_stopped_while_its_engine_loads_leaves_no_engine_behind(model_dir, tmp_path):
+    """SIGTERM during the engine's load: the engine lives in a worker thread, not yet handed to shutdown; its
+    EngineCore used to outlive the server as an orphan holding gigabytes."""
+    with running_server(model_dir, tmp_path, wait_ready=False) as server:
+        deadline = time.monotonic() + 120
+        while not (engine := engine_processes(server.process.pid)) and time.monotonic() < deadline:
+            assert server.process.poll() is None, server.log_tail()
+            time.sleep(0.2)
+        assert engine, f"no vLLM process appeared under the server:\n{server.log_tail()}"
+        assert ready_status(server.url) == 503  # still loading
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=EXIT_WITHIN_S)
+        gone, alive = psutil.wait_procs(engine, timeout=30)
+        assert not alive, [(p.pid, p.cmdline()) for p in alive]

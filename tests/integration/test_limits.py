@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import openai
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.integration
 KEY = "test-key-0123456789"
 FILE_KEY = "rotated-key-from-a-file"
 SMALL = {"prompt": "Hi", "max_tokens": 4, "temperature": 0}
+WORK_BUDGET = 4000  # tokens: one 1,500-token answer fits twice, not three times
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,7 @@ def guarded(model_dir, tmp_path_factory):
         api_key_file=str(key_file),
         max_body_bytes="4096",
         max_pending_requests="2",
+        max_pending_tokens=str(WORK_BUDGET),
         retry_after_s="3",
         request_timeout_s="8",
         max_prompt_tokens="400",
@@ -202,3 +205,41 @@ def test_per_request_thresholds_may_tighten_but_not_loosen_the_policy(guarded):
         error["param"] == "decision_thresholds.escalate_below_quality"
         and "SEE_ALLOW_LOOSER_THRESHOLDS" in error["message"]
     )
+
+
+def work_in_progress(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "see_work_in_progress_tokens")
+    return family.samples[0].value
+
+
+def test_admission_counts_work_not_requests(guarded):
+    """Two requests are within max_pending_requests=2, but a held 2 x 1,500-token stream leaves no room in the
+    4,000-token budget for a third 1,500-token answer: 429. A request larger than the whole budget is a 400 that
+    says what to shrink. The claim is released when the stream ends, even when its client walks away."""
+    story = "Write a very long story about a lighthouse keeper."  # runs past 1,500 tokens or the 8 s timeout
+    chat = {"model": DEFAULT_MODEL_NAME, "messages": [{"role": "user", "content": story}]}
+    huge = httpx.post(
+        f"{guarded.url}/v1/chat/completions", json={**chat, "n": 3, "max_tokens": 1500}, headers=auth(), timeout=60
+    )
+    assert huge.status_code == 400 and huge.json()["error"]["code"] == "request_too_large", huge.text
+    assert "SEE_MAX_PENDING_TOKENS" in huge.json()["error"]["message"]
+
+    held = {**chat, "n": 2, "max_tokens": 1500, "stream": True, "temperature": 0}
+    client = httpx.Client(base_url=guarded.url, headers=auth(), timeout=120)
+    with client, client.stream("POST", "/v1/chat/completions", json=held) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()  # kept: a dropped iterator closes the connection, and the stream with it
+        next(lines)  # admitted and generating
+        assert work_in_progress(guarded.url) > 1500 * 2
+        third = client.post("/generate", json={"prompt": "Hi", "max_tokens": 1500})
+        error = third.json()["error"]
+        assert third.status_code == 429 and error["code"] == "queue_full", third.text
+        assert "tokens of work" in error["message"] and third.headers["retry-after"] == "3"
+    deadline = time.monotonic() + 30
+    while work_in_progress(guarded.url) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert work_in_progress(guarded.url) == 0
+    assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200

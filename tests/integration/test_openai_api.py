@@ -308,3 +308,21 @@ def test_a_client_that_disconnects_mid_stream_leaves_the_server_healthy(server, 
     # the engine request was cancelled, not left to write its 400 tokens (~20 s here)
     assert wait_for(lambda: engine_requests(client).get("running") == 0, 5), engine_requests(client)
     assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/generate", {"prompt": "a" * 900_000, "max_tokens": 4}),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "a" * 900_000}]}),
+        ("/v1/score", {"messages": QUESTION, "response": "a" * 900_000}),
+    ],
+    ids=["generate", "chat", "score"],
+)
+def test_text_that_cannot_fit_is_refused_before_it_is_tokenised(client, route, body):
+    """900,000 characters are at least 900,000 / (the longest token's characters) tokens, more than the context
+    holds: a 400 from the character count (its message says characters), not from a megabyte of tokenising."""
+    response = client.post(route, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "prompt_too_long" and "900" in error["message"] and "characters" in error["message"]
