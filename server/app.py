@@ -166,6 +166,7 @@ def build_app(
         api_keys=settings.all_api_keys(),
         protect_metrics=settings.protect_metrics,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         max_pending_requests=settings.max_pending_requests,
         max_pending_feedback=settings.max_pending_feedback,
         retry_after_s=settings.retry_after_s,

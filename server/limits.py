@@ -5,6 +5,8 @@ An ASGI middleware rather than a FastAPI one, so that a streaming response stays
   in constant time against every configured key. `/health`, `/ready` and `/metrics` stay open unless
   `protect_metrics` is set. 401 otherwise.
 - Body size: over `max_body_bytes` is a 413, checked on Content-Length or, for chunked bodies, while reading.
+- Body time: the whole body is read here, within `body_timeout_s`, or the answer is a 408: a client that
+  trickles its body (slowloris) holds no admission slot and no worker for longer than that.
 - Admission: at most `max_pending_requests` model requests at once (running or waiting in the engine); one
   more gets a 429 with `Retry-After` instead of piling up. Feedback has its own bound, `max_pending_feedback`.
   Each admitted model request also gets a `WorkTicket` (scope state `work`) on which its route claims the
@@ -13,6 +15,7 @@ An ASGI middleware rather than a FastAPI one, so that a streaming response stays
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -44,6 +47,7 @@ class RequestLimits:
         api_keys: list[str],
         protect_metrics: bool,
         max_body_bytes: int,
+        body_timeout_s: float,
         max_pending_requests: int,
         max_pending_feedback: int,
         retry_after_s: int,
@@ -54,6 +58,7 @@ class RequestLimits:
         self.api_keys = [key.encode() for key in api_keys]
         self.protect_metrics = protect_metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.retry_after_s = retry_after_s
         self.in_flight = in_flight
         self.work = work
@@ -93,8 +98,12 @@ class RequestLimits:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             return await self._reject(send, *self._too_large())
-        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            body = await self._read_limited(receive)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await self._read_limited(receive)
+            except TimeoutError:
+                return await self._reject(send, *self._too_slow())
             if body is None:
                 return await self._reject(send, *self._too_large())
             receive = self._replay(body, receive)
@@ -134,6 +143,14 @@ class RequestLimits:
                 gauge.dec()
             if ticket is not None:
                 ticket.release()
+
+    def _too_slow(self):
+        return (
+            408,
+            f"the request body did not arrive within {self.body_timeout_s:g} s (SEE_BODY_TIMEOUT_S); send it at once",
+            "invalid_request_error",
+            "request_timeout",
+        )
 
     def _too_large(self):
         return (

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require a key for /metrics")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body not received in full within this long gets 408 (slow clients)"
+    )
     max_pending_requests: int = Field(64, ge=1, description="Model requests in progress at once; more get 429")
     max_pending_tokens: int | None = Field(
         None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -33,6 +34,7 @@ def guarded(model_dir, tmp_path_factory):
         api_keys=json.dumps([KEY]),
         api_key_file=str(key_file),
         max_body_bytes="4096",
+        body_timeout_s="3",
         max_pending_requests="2",
         max_pending_tokens=str(WORK_BUDGET),
         retry_after_s="3",
@@ -243,3 +245,32 @@ def test_admission_counts_work_not_requests(guarded):
         time.sleep(0.2)
     assert work_in_progress(guarded.url) == 0
     assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
+
+
+def test_a_body_that_trickles_in_gets_408_and_holds_no_slot(guarded):
+    """Slowloris: headers promise 200 bytes, 20 arrive, then nothing. uvicorn has no body-read timeout of its
+    own; the limits middleware reads the body within SEE_BODY_TIMEOUT_S (3 s here) or answers 408, before
+    admission, so trickling clients cannot fill the queue."""
+    host, port = guarded.url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(3):  # more than max_pending_requests=2
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(
+                f"POST /generate HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n".encode()
+                + b'{"prompt": "Hi", "m'
+            )
+            slow.append(sock)
+        # while they hang, a whole request is admitted
+        assert httpx.post(f"{guarded.url}/generate", json=SMALL, headers=auth(), timeout=120).status_code == 200
+        started = time.monotonic()
+        answer = b""
+        while b'"code"' not in answer and (chunk := slow[0].recv(4096)):  # headers and body may come apart
+            answer += chunk
+        answer = answer.decode()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert '"code":"request_timeout"' in answer.replace(" ", "") and time.monotonic() - started < 30
+    finally:
+        for sock in slow:
+            sock.close()
