@@ -51,12 +51,28 @@ class StreamDelta:
 
 
 @dataclass(frozen=True)
+class DigitStep:
+    """One forced-readout step: the digit log-probabilities after a context, and what the step cost."""
+
+    logprobs: dict[int, float]
+    context_tokens: int
+    cached_tokens: int  # served from the prefix cache; the rest of the context was computed by this step
+    queued_s: float | None = None  # in the engine's queue before it was first scheduled; None if not reported
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.context_tokens - self.cached_tokens
+
+
+@dataclass(frozen=True)
 class SchedulerSnapshot:
-    """The engine scheduler's state after a step: what the queue-depth metrics show."""
+    """The engine scheduler's state after a step: what the queue-depth and prefix-cache metrics show."""
 
     waiting: int
     running: int
     kv_cache_usage: float  # fraction of the KV cache in use, 0-1
+    prefix_cache_queried_tokens: int = 0  # prompt tokens looked up in the prefix cache during the step
+    prefix_cache_hit_tokens: int = 0  # of which found there
 
 
 SchedulerObserver = Callable[[SchedulerSnapshot], None]
@@ -83,9 +99,14 @@ class Engine(Protocol):
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
     def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]: ...
-    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]: ...
+    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep: ...
     def is_dead(self) -> bool: ...
     def shutdown(self) -> None: ...
+
+
+# Prefix caching reuses whole KV blocks only: each forced-readout step recomputes the context past the last
+# full block. vLLM's CPU default (128) makes that ~90 tokens a step; the CPU kernels take multiples of 32.
+CPU_KV_BLOCK_SIZE = 32
 
 
 def _has_cuda() -> bool:
@@ -142,6 +163,7 @@ class VllmEngine:
             dtype=("float32" if on_cpu else "auto") if settings.dtype == "auto" else settings.dtype,
             enforce_eager=on_cpu if settings.enforce_eager is None else settings.enforce_eager,
             enable_prefix_caching=settings.enable_prefix_caching,
+            block_size=settings.kv_block_size or (CPU_KV_BLOCK_SIZE if on_cpu else None),
             max_model_len=settings.max_model_len or _default_context(model_dir),
             tensor_parallel_size=1 if on_cpu else settings.tensor_parallel_size,
             gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -233,7 +255,7 @@ class VllmEngine:
                 ),
             )
 
-    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> dict[int, float]:
+    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -247,7 +269,14 @@ class VllmEngine:
         async for output in self._llm.generate({"prompt_token_ids": context_ids}, params, request_id=request_id):
             final = output
         position = final.outputs[0].logprobs[0]
-        return {token: position[token].logprob for token in self.digit_token_ids if token in position}
+        stats = final.metrics
+        queued = stats.scheduled_ts - stats.queued_ts if stats is not None and stats.scheduled_ts else None
+        return DigitStep(
+            logprobs={token: position[token].logprob for token in self.digit_token_ids if token in position},
+            context_tokens=len(context_ids),
+            cached_tokens=int(final.num_cached_tokens or 0),
+            queued_s=queued,
+        )
 
     def is_dead(self) -> bool:
         """True once the engine cannot serve again: vLLM's monitor saw the EngineCore process exit, or its
@@ -273,11 +302,14 @@ def _scheduler_stat_logger(observe: SchedulerObserver):
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
             if scheduler_stats is None:
                 return
+            prefix_cache = scheduler_stats.prefix_cache_stats
             observe(
                 SchedulerSnapshot(
                     waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
                     running=scheduler_stats.num_running_reqs,
                     kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                    prefix_cache_queried_tokens=int(prefix_cache.queries) if prefix_cache else 0,
+                    prefix_cache_hit_tokens=int(prefix_cache.hits) if prefix_cache else 0,
                 )
             )
 

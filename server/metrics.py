@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from selfeval.readout import ScoreDistribution
 from server.engine import SchedulerSnapshot
+from server.scoring import ReadoutCost
 
 SCORE_BUCKETS = tuple(k + 0.5 for k in range(9)) + (9.0,)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
@@ -46,6 +47,37 @@ class ServiceMetrics:
             "see_readouts",
             "Self-evaluation readouts by source (generated, forced, unavailable)",
             ["model_name", "source"],
+            registry=self.registry,
+        )
+        self.readout_steps = Counter(
+            "see_readout_engine_steps",
+            "Engine requests made by forced readouts (one per digit)",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.readout_context_tokens = Counter(
+            "see_readout_context_tokens",
+            "Context tokens of forced-readout steps: taken from the prefix cache (cached) or computed again",
+            ["model_name", "kind"],
+            registry=self.registry,
+        )
+        self.readout_queue = Counter(
+            "see_readout_queued_seconds",
+            "Time forced-readout steps waited in the engine's queue before being scheduled",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.readout_duration = Histogram(
+            "see_readout_duration_seconds",
+            "Wall time of one forced readout (all five digit steps)",
+            ["model_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.prefix_cache_tokens = Counter(
+            "see_engine_prefix_cache_tokens",
+            "Prompt tokens the engine looked up in its prefix cache (queried) and found there (hit), all requests",
+            ["model_name", "kind"],
             registry=self.registry,
         )
         self.entropy = Histogram(
@@ -194,8 +226,16 @@ class ServiceMetrics:
         self.requests.labels(route, method, str(status_code)).inc()
         self.latency.labels(route).observe(seconds)
 
-    def observe_readout(self, source: str, distributions: dict[str, ScoreDistribution] | None) -> None:
+    def observe_readout(
+        self, source: str, distributions: dict[str, ScoreDistribution] | None, cost: ReadoutCost | None = None
+    ) -> None:
         self.readouts.labels(self.model_name, source).inc()
+        if cost is not None and cost.steps:
+            self.readout_steps.labels(self.model_name).inc(cost.steps)
+            self.readout_context_tokens.labels(self.model_name, "cached").inc(cost.cached_tokens)
+            self.readout_context_tokens.labels(self.model_name, "computed").inc(cost.computed_tokens)
+            self.readout_queue.labels(self.model_name).inc(cost.queued_s)
+            self.readout_duration.labels(self.model_name).observe(cost.wall_s)
         for attribute, distribution in (distributions or {}).items():
             self.expected_score.labels(self.model_name, attribute).observe(distribution.expected)
             self.entropy.labels(self.model_name, attribute).observe(distribution.entropy)
@@ -209,6 +249,8 @@ class ServiceMetrics:
         self.engine_requests.labels(self.model_name, "waiting").set(snapshot.waiting)
         self.engine_requests.labels(self.model_name, "running").set(snapshot.running)
         self.kv_cache_usage.labels(self.model_name).set(snapshot.kv_cache_usage)
+        self.prefix_cache_tokens.labels(self.model_name, "queried").inc(snapshot.prefix_cache_queried_tokens)
+        self.prefix_cache_tokens.labels(self.model_name, "hit").inc(snapshot.prefix_cache_hit_tokens)
 
     def observe_absolute_errors(self, errors: dict[str, float]) -> None:
         for attribute, error in errors.items():

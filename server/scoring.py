@@ -11,7 +11,8 @@ Scores are never invented: if neither works the result says `unavailable` and wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from selfeval.block import BlockParseError, answer_before_block, forced_token_layout, parse_output
 from selfeval.readout import (
@@ -21,7 +22,36 @@ from selfeval.readout import (
     predicted_quality,
 )
 from selfeval.rubric import ATTRIBUTES
-from server.engine import Engine, Generation
+from server.engine import DigitStep, Engine, Generation
+
+
+@dataclass(frozen=True)
+class ReadoutCost:
+    """What a forced readout cost the engine: its steps (one engine request each), the context tokens they
+    took from the prefix cache or computed, and the time they waited in the engine's queue."""
+
+    steps: int = 0
+    cached_tokens: int = 0
+    computed_tokens: int = 0
+    queued_s: float = 0.0
+    wall_s: float = 0.0
+
+    def add(self, step: DigitStep) -> ReadoutCost:
+        return replace(
+            self,
+            steps=self.steps + 1,
+            cached_tokens=self.cached_tokens + step.cached_tokens,
+            computed_tokens=self.computed_tokens + step.computed_tokens,
+            queued_s=self.queued_s + (step.queued_s or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class ForcedReadout:
+    distributions: dict[str, ScoreDistribution] | None
+    failure: str | None  # why there are no distributions
+    readout_tokens: int  # answer + block tokens fed after the prompt
+    cost: ReadoutCost
 
 
 @dataclass(frozen=True)
@@ -32,6 +62,7 @@ class Readout:
     reason: str | None = None
     readout_tokens: int = 0
     flags: tuple[str, ...] = ()  # selfeval.integrity flags of the request this readout answers
+    cost: ReadoutCost | None = None  # forced readouts only
 
     @property
     def predicted_quality(self) -> float | None:
@@ -64,31 +95,31 @@ def generated_readout(generation: Generation, digit_token_ids: tuple[int, ...]) 
     return parsed.answer, distributions, None
 
 
-async def forced_readout(
-    engine: Engine, prompt_ids: list[int], answer: str, request_id: str
-) -> tuple[dict[str, ScoreDistribution] | None, str | None, int]:
-    """Teacher-force the canonical block after `answer`.
-
-    Returns (distributions or None, why not, readout tokens = answer + block tokens fed after the prompt).
-    """
+async def forced_readout(engine: Engine, prompt_ids: list[int], answer: str, request_id: str) -> ForcedReadout:
+    """Teacher-force the canonical block after `answer`, one engine step per digit."""
     # the digits are filled in as they are read; what precedes digit i never depends on the digits after it
     # literal: control strings in an answer (a scored response's, say) are its text, never turn boundaries
     layout, positions = forced_token_layout(
         engine.encode_literal, answer, [engine.digit_token_ids[0]] * len(ATTRIBUTES)
     )
     needed = len(prompt_ids) + len(layout)
+    cost = ReadoutCost()
     if needed > engine.max_model_len:
-        return None, f"prompt + answer + block need {needed} tokens; the context is {engine.max_model_len}", 0
+        failure = f"prompt + answer + block need {needed} tokens; the context is {engine.max_model_len}"
+        return ForcedReadout(None, failure, 0, cost)
+    started = time.perf_counter()
     distributions: dict[str, ScoreDistribution] = {}
     for index, attribute in enumerate(ATTRIBUTES):
-        logprobs = await engine.next_digit_logprobs(prompt_ids + layout[: positions[index]], f"{request_id}-r{index}")
+        step = await engine.next_digit_logprobs(prompt_ids + layout[: positions[index]], f"{request_id}-r{index}")
+        cost = cost.add(step)
         try:
-            distribution = distribution_from_token_logprobs(logprobs, engine.digit_token_ids)
+            distribution = distribution_from_token_logprobs(step.logprobs, engine.digit_token_ids)
         except ReadoutError as exc:
-            return None, f"forced readout of {attribute} failed: {exc}", positions[index]
+            failure = f"forced readout of {attribute} failed: {exc}"
+            return ForcedReadout(None, failure, positions[index], replace(cost, wall_s=time.perf_counter() - started))
         distributions[attribute] = distribution
         layout[positions[index]] = engine.digit_token_ids[distribution.argmax]
-    return distributions, None, positions[-1]
+    return ForcedReadout(distributions, None, positions[-1], replace(cost, wall_s=time.perf_counter() - started))
 
 
 async def read_self_evaluation(
@@ -99,7 +130,8 @@ async def read_self_evaluation(
         return Readout(answer=answer, source="generated", distributions=distributions)
     if not answer:
         return Readout(answer="", source="unavailable", distributions=None, reason="the answer is empty")
-    forced, failure, processed = await forced_readout(engine, prompt_ids, answer, request_id)
-    if forced is None:
-        return Readout(answer, "unavailable", None, reason=f"{why_not}; {failure}", readout_tokens=processed)
-    return Readout(answer, "forced", forced, reason=why_not, readout_tokens=processed)
+    forced = await forced_readout(engine, prompt_ids, answer, request_id)
+    if forced.distributions is None:
+        reason = f"{why_not}; {forced.failure}"
+        return Readout(answer, "unavailable", None, reason, forced.readout_tokens, cost=forced.cost)
+    return Readout(answer, "forced", forced.distributions, why_not, forced.readout_tokens, cost=forced.cost)

@@ -294,20 +294,21 @@ class GenerationService:
         # enough for admission (a token is a character or more, bar rare multi-token characters)
         claim(len(prompt_ids) + len(answer) + self.readout_reserve)
         async with self._engine_errors(request_id), asyncio.timeout(self.settings.request_timeout_s):
-            distributions, failure, readout_tokens = await forced_readout(self.engine, prompt_ids, answer, request_id)
-        if distributions is None:
+            forced = await forced_readout(self.engine, prompt_ids, answer, request_id)
+        if forced.distributions is None:
             raise InvalidRequestError(
-                f"cannot score this response: {failure}", param="response", code="context_length_exceeded"
+                f"cannot score this response: {forced.failure}", param="response", code="context_length_exceeded"
             )
         readout = Readout(
             answer,
             "forced",
-            distributions,
+            forced.distributions,
             reason="teacher-forced on the given response",
-            readout_tokens=readout_tokens,
+            readout_tokens=forced.readout_tokens,
             flags=tuple(prepared.flags),
+            cost=forced.cost,
         )
-        self.metrics.observe_readout(readout.source, readout.distributions)
+        self.metrics.observe_readout(readout.source, readout.distributions, readout.cost)
         return prompt_ids, readout
 
     def thresholds(self, overrides: dict | None) -> PolicyThresholds:
@@ -422,7 +423,7 @@ class GenerationService:
             log.info("answer (%d prompt tokens): %r", prompt_tokens, generation.text)
         self.metrics.observe_tokens(prompt_tokens, len(generation.token_ids))
         if readout is not None:
-            self.metrics.observe_readout(readout.source, readout.distributions)
+            self.metrics.observe_readout(readout.source, readout.distributions, readout.cost)
 
     async def generate(
         self,

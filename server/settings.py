@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="auto = float32 on CPU, the checkpoint's dtype on GPU")
     enforce_eager: bool | None = Field(None, description="auto = eager on CPU (faster start, no gain from compile)")
     enable_prefix_caching: bool = True
+    kv_block_size: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens per KV-cache block; prefix caching reuses whole blocks only, so a forced readout "
+        "recomputes up to one block per step. auto = 32 on CPU (vLLM's CPU default is 128), vLLM's default on GPU",
+    )
     cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="CPU only: KV cache size in GiB")
     cpu_threads_bind: str = Field("auto", description="CPU only: OpenMP core binding, e.g. 0-1; auto = all cores")
     tensor_parallel_size: int = Field(1, ge=1, description="GPU only")

@@ -189,3 +189,34 @@ def test_metrics_expose_score_histograms_and_readout_sources(client):
     requests = [s for s in families["see_http_requests"].samples if s.labels.get("route") == "/generate"]
     assert any(s.labels["status_code"] == "200" and s.value >= 2 for s in requests)
     assert "see_http_request_duration_seconds" in families
+
+
+def readout_counters(client) -> dict[str, float]:
+    families = {family.name: family for family in text_string_to_metric_families(client.get("/metrics").text)}
+    values = {"steps": 0.0, "cached": 0.0, "computed": 0.0, "prefix_hit": 0.0}
+    for sample in families["see_readout_engine_steps"].samples:
+        if sample.name.endswith("_total"):
+            values["steps"] += sample.value
+    for sample in families["see_readout_context_tokens"].samples:
+        if sample.name.endswith("_total"):
+            values[sample.labels["kind"]] += sample.value
+    for sample in families["see_engine_prefix_cache_tokens"].samples:
+        if sample.name.endswith("_total") and sample.labels["kind"] == "hit":
+            values["prefix_hit"] += sample.value
+    return values
+
+
+def test_forced_readout_steps_reuse_the_cached_answer_and_recompute_little(client):
+    """Prefix caching reuses whole KV blocks only, so each forced-readout step recomputes the context past the
+    last full block: ~90 tokens a step with vLLM's CPU default of 128 tokens a block, a few dozen with the
+    server's 32 (server.engine.CPU_KV_BLOCK_SIZE). /metrics shows the split."""
+    before = readout_counters(client)
+    body = {"prompt": "Describe the water cycle in detail.", "max_tokens": 48, "temperature": 0}
+    evaluation = client.post("/generate", json=body).json()["self_evaluation"]
+    after = readout_counters(client)
+    assert evaluation["source"] == "forced"  # 48 tokens cut the answer before any block
+    delta = {key: after[key] - before[key] for key in after}
+    assert delta["steps"] == 5
+    assert delta["cached"] > 5 * 200  # the prompt and most of the answer, every step
+    assert delta["computed"] / delta["steps"] < 48, delta
+    assert delta["prefix_hit"] >= delta["cached"]

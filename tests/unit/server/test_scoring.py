@@ -5,7 +5,7 @@ import math
 
 from selfeval.block import render_output
 from selfeval.rubric import ATTRIBUTES
-from server.engine import Generation
+from server.engine import DigitStep, Generation
 from server.scoring import generated_readout, read_self_evaluation
 
 DIGIT_IDS = tuple(range(1000, 1010))  # outside the code points the fake uses for text
@@ -33,7 +33,7 @@ class ScriptedEngine:
 
     async def next_digit_logprobs(self, context_ids, request_id):
         self.contexts.append(list(context_ids))
-        return peaked(self.forced_digit)
+        return DigitStep(peaked(self.forced_digit), len(context_ids), cached_tokens=len(context_ids) // 2)
 
 
 def generation_of(text: str, engine: ScriptedEngine) -> Generation:
@@ -75,6 +75,11 @@ def test_no_block_falls_back_to_a_forced_readout_of_five_steps():
         '\n\n[SELF_EVAL]\n{"helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 4, "verbosity": '
     )
     assert engine.contexts[-1] == prompt + engine.encode("Just an answer." + expected_tail)
+    # its cost is the sum of the five steps' (the scripted engine finds half of each context cached)
+    contexts = [len(c) for c in engine.contexts]
+    assert readout.cost.steps == 5
+    assert readout.cost.cached_tokens == sum(n // 2 for n in contexts)
+    assert readout.cost.computed_tokens == sum(n - n // 2 for n in contexts)
 
 
 def test_a_malformed_block_is_stripped_from_the_answer_and_forced():
