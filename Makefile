@@ -34,6 +34,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_generate.py $(ARGS)
 	$(VENV)/bin/python bench/bench_chat_stream.py
+	$(VENV)/bin/python bench/bench_readout.py
 	$(VENV)/bin/python bench/bench_judge.py
 	$(VENV)/bin/python bench/bench_sft.py
 	$(VENV)/bin/python bench/bench_grpo.py

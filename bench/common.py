@@ -2,8 +2,9 @@
 small random-initialised model the training benchmarks use on GPUs that cannot fetch a real one.
 
 The sidecar and a stock vLLM OpenAI server run one after the other on the same machine, the same model and
-the same engine settings (eager, float32, 4096 context, prefix caching, the same CPU KV cache and threads),
-so ratios between them come from one run.
+the same engine settings (eager, float32, 4096 context, prefix caching, the same CPU KV cache and threads, and
+on CPU the sidecar's KV block size of 32 tokens unless a benchmark asks for vLLM's own default), so ratios
+between them come from one run.
 """
 
 from __future__ import annotations
@@ -61,8 +62,18 @@ def sidecar_server(model_dir: Path, port: int, log_path: Path):
     return served([sys.executable, "-m", "server"], env, log_path, f"http://127.0.0.1:{port}/ready")
 
 
-def stock_vllm_server(model_dir: Path, port: int, log_path: Path):
-    command = launch.stock_vllm_command(model_dir, port, STOCK_MODEL_NAME, *ENGINE_FLAGS)
+def stock_engine_flags(like_sidecar: bool = True) -> list[str]:
+    """ENGINE_FLAGS, plus on CPU the KV block size the sidecar sets there (vLLM's CPU default is 128 tokens)."""
+    import torch
+
+    from server.engine import CPU_KV_BLOCK_SIZE
+
+    on_cpu = not torch.cuda.is_available()
+    return [*ENGINE_FLAGS, *(["--block-size", str(CPU_KV_BLOCK_SIZE)] if like_sidecar and on_cpu else [])]
+
+
+def stock_vllm_server(model_dir: Path, port: int, log_path: Path, like_sidecar: bool = True):
+    command = launch.stock_vllm_command(model_dir, port, STOCK_MODEL_NAME, *stock_engine_flags(like_sidecar))
     return served(command, engine_env(), log_path, f"http://127.0.0.1:{port}/health")
 
 

@@ -153,6 +153,11 @@ class VllmEngine:
         on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _has_cuda())
         if on_cpu:
             _configure_cpu_environment(settings.cpu_kv_cache_gib, settings.cpu_threads_bind)
+            if settings.kv_block_size and settings.kv_block_size % 32:
+                raise ValueError(
+                    f"SEE_KV_BLOCK_SIZE={settings.kv_block_size}: vLLM's CPU attention takes KV blocks of a multiple "
+                    f"of 32 tokens; use {CPU_KV_BLOCK_SIZE} (the CPU default) or another multiple of 32"
+                )
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -103,6 +103,13 @@ def dashboard() -> dict:
         panel("Ledger writes by outcome", [
             (f"sum by (kind, outcome) (rate(see_ledger_writes_total{{{SEL}}}[{RATE}]))", "{{kind}} {{outcome}}"),
         ], 0, 76, unit="reqps"),
+        panel("Forced readout cost: context tokens per readout (computed, from the prefix cache)", [
+            (f"sum by (kind) (rate(see_readout_context_tokens_total{{{SEL}}}[{RATE}])) / ignoring(kind) group_left "
+             f"sum(rate(see_readout_duration_seconds_count{{{SEL}}}[{RATE}]))", "{{kind}}"),
+            (quantile(0.5, "see_readout_duration_seconds", "model_name"), "p50 readout seconds"),
+        ], 12, 76,
+              description="Each forced readout is five engine steps; each recomputes its context past the last full KV "
+                          "block (SEE_KV_BLOCK_SIZE). The floor is the ~45 block tokens after the answer."),
     ]  # fmt: skip
     for index, item in enumerate(panels, start=1):
         item["id"] = index

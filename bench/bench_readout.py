@@ -1,0 +1,400 @@
+"""Benchmark: what the self-evaluation readout costs, against a stock vLLM server on the same model, in one run.
+
+Two workloads, each measured on both servers in interleaved rounds (sidecar, stock, sidecar, stock, ...; each
+server started fresh per round, one at a time: two engines on a 2-core machine would share the cores):
+
+- chat: 16 Arena-Hard prompts (the first 16 of at most --max-prompt-chars), streamed `/v1/chat/completions`,
+  greedy, `--max-tokens` (64) answers, `--concurrency` (8). Sidecar with scoring on and with `score: false`;
+  stock vLLM gets the same SEE system instruction in the request and stops at `[/SELF_EVAL]` too. Every server
+  first answers each prompt once with one token, so every configuration runs on warm prompt prefixes (else the
+  first configuration measured pays the prompts' prefill for the others). Answer tokens/s over the wall time of
+  the batch, and latency p50 (request sent -> stream ended, readout included).
+- stock vLLM runs twice per round: with vLLM's defaults, and with the sidecar's KV block size (32 tokens on
+  CPU, server.engine.CPU_KV_BLOCK_SIZE; vLLM's CPU default is 128), so the readout's cost is also measured
+  against an engine configured alike.
+- score: 48 HelpSteer2 (train half) question/answer pairs. The sidecar's `/v1/score` reads all five attributes
+  (five dependent digit steps); stock vLLM's `/generative_scoring` reads one position (the first digit, the ten
+  digit ids as labels) after the same prompt, answer and block text. Items/s at the same concurrency, on a cold
+  prefix cache (first pass after start) and a warm one (the same pairs again).
+
+With the chat workload the sidecar's /metrics give the readout profile: engine steps per readout, context tokens
+taken from the prefix cache vs computed, time queued in the engine, readout wall time; and the floor: the tokens a
+readout has to compute at least (the block after the answer) in five dependent steps.
+
+    python bench/bench_readout.py [--rounds 2] [--max-tokens 64] [--concurrency 8]
+
+Results: bench/results/readout-<stamp>.json and readout-latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_chat_stream import one_stream  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS,
+    STOCK_MODEL_NAME,
+    machine,
+    sidecar_server,
+    stamp,
+    stock_engine_flags,
+    stock_vllm_server,
+)
+from evaluation.prompt_sets import load_prompt_set  # noqa: E402
+from selfeval.block import CLOSE_TAG, forced_token_layout  # noqa: E402
+from selfeval.card import load_card  # noqa: E402
+from selfeval.models import prepare_default_model  # noqa: E402
+from selfeval.prompts import build_chat_messages, render_prompt  # noqa: E402
+from training.config import REPO_ROOT  # noqa: E402
+from training.data import load_groups  # noqa: E402
+
+GOALS = {"chat_tok_s_on_vs_stock": 0.85, "chat_p50_on_vs_stock": 1.15, "score_warm_vs_generative": 0.5}
+
+
+def chat_prompts(count: int, max_chars: int) -> list[str]:
+    items = load_prompt_set("arena-hard-v2").items
+    prompts = [i.conversation[0]["content"] for i in items if len(i.conversation[0]["content"]) <= max_chars]
+    return prompts[:count]
+
+
+def score_pairs(count: int, max_chars: int) -> list[tuple[str, str]]:
+    groups = load_groups(REPO_ROOT / "data/helpsteer2/helpsteer2_kitware_subset.jsonl.gz", kitware_file="train.json")
+    pairs = []
+    for group in groups:
+        if len(group.conversation) != 1:
+            continue
+        question = group.conversation[0]["content"]
+        for reference in group.references[:1]:
+            if len(question) + len(reference.response) <= max_chars:
+                pairs.append((question, reference.response))
+    return pairs[:count]
+
+
+async def run_batch(base_url: str, path: str, bodies: list[dict], concurrency: int, streamed: bool) -> dict:
+    """Send `bodies` with at most `concurrency` in flight; latencies, tokens and wall time."""
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies, tokens = [], []
+    async with httpx.AsyncClient(base_url=base_url, timeout=1800) as client:
+
+        async def one(body: dict) -> None:
+            async with semaphore:
+                started = time.perf_counter()
+                if streamed:
+                    _, _, completion_tokens, _ = await one_stream(client, body)
+                else:
+                    response = await client.post(path, json=body)
+                    response.raise_for_status()
+                    completion_tokens = 0
+                latencies.append(time.perf_counter() - started)
+                tokens.append(completion_tokens)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(body) for body in bodies))
+        wall = time.perf_counter() - started
+    return {
+        "requests": len(bodies),
+        "wall_s": wall,
+        "latency_p50_s": statistics.median(latencies),
+        "answer_tokens": sum(tokens),
+        "tokens_per_s": sum(tokens) / wall,
+        "items_per_s": len(bodies) / wall,
+    }
+
+
+def chat_bodies(model: str, prompts: list[str], max_tokens: int, extra: dict, add_instruction: bool) -> list[dict]:
+    bodies = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        bodies.append(
+            {
+                "model": model,
+                "messages": build_chat_messages(messages) if add_instruction else messages,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **extra,
+            }
+        )
+    return bodies
+
+
+def readout_counters(base_url: str) -> dict[str, float]:
+    """The sidecar's readout and prefix-cache counters (server.metrics), summed over labels but `kind`."""
+    values: dict[str, float] = defaultdict(float)
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if family.name == "see_readout_engine_steps" and sample.name.endswith("_total"):
+                values["steps"] += sample.value
+            elif family.name == "see_readout_context_tokens" and sample.name.endswith("_total"):
+                values[f"{sample.labels['kind']}_tokens"] += sample.value
+            elif family.name == "see_readout_queued_seconds" and sample.name.endswith("_total"):
+                values["queued_s"] += sample.value
+            elif family.name == "see_readout_duration_seconds" and sample.name.endswith("_sum"):
+                values["readout_s"] += sample.value
+            elif family.name == "see_readout_duration_seconds" and sample.name.endswith("_count"):
+                values["readouts"] += sample.value
+            elif family.name == "see_engine_prefix_cache_tokens" and sample.name.endswith("_total"):
+                values[f"prefix_cache_{sample.labels['kind']}_tokens"] += sample.value
+    return dict(values)
+
+
+def profile_of(before: dict, after: dict) -> dict:
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    readouts = max(delta.get("readouts", 0.0), 1.0)
+    steps = max(delta.get("steps", 0.0), 1.0)
+    return {
+        "readouts": delta.get("readouts", 0.0),
+        "engine_steps_per_readout": delta.get("steps", 0.0) / readouts,
+        "computed_tokens_per_readout": delta.get("computed_tokens", 0.0) / readouts,
+        "cached_tokens_per_readout": delta.get("cached_tokens", 0.0) / readouts,
+        "queued_s_per_step": delta.get("queued_s", 0.0) / steps,
+        "readout_wall_s_mean": delta.get("readout_s", 0.0) / readouts,
+        "prefix_cache_hit_rate_all_requests": delta.get("prefix_cache_hit_tokens", 0.0)
+        / max(delta.get("prefix_cache_queried_tokens", 0.0), 1.0),
+    }
+
+
+class ScoreInputs:
+    """The same (prompt, answer) pairs for both servers: `/v1/score` bodies, and for `/generative_scoring` the
+    sidecar's prompt tokens as the query and the answer + block text up to the first digit as the item."""
+
+    def __init__(self, model_dir: Path, pairs: list[tuple[str, str]]) -> None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        card = load_card(model_dir)
+        self.digit_ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+
+        def template(messages):
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+        def encode_literal(text):
+            return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+        self.sidecar, self.stock, self.floor_tokens = [], [], []
+        for question, answer in pairs:
+            messages = [{"role": "user", "content": question}]
+            query = tokenizer.encode(render_prompt(messages, card.prompt_mode, template), add_special_tokens=False)
+            layout, positions = forced_token_layout(encode_literal, answer, [self.digit_ids[0]] * 5)
+            self.sidecar.append({"messages": messages, "response": answer})
+            self.stock.append(
+                {
+                    "model": STOCK_MODEL_NAME,
+                    "query": query,
+                    "items": [layout[: positions[0]]],
+                    "label_token_ids": self.digit_ids,
+                }
+            )
+            answer_tokens = len(encode_literal(answer))
+            self.floor_tokens.append(positions[-1] + 1 - answer_tokens)  # block tokens after the answer
+
+
+def measure_sidecar(url: str, prompts, inputs: ScoreInputs, args, on_first: bool) -> dict:
+    model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+    out = {}
+    warm = chat_bodies(model, prompts, 1, {"score": False}, add_instruction=False)
+    asyncio.run(run_batch(url, "/v1/chat/completions", warm, args.concurrency, streamed=True))
+    for scoring in ("on", "off") if on_first else ("off", "on"):  # alternate the order between rounds
+        extra = {} if scoring == "on" else {"score": False}
+        bodies = chat_bodies(model, prompts, args.max_tokens, extra, add_instruction=False)
+        before = readout_counters(url)
+        out[f"chat_scoring_{scoring}"] = asyncio.run(
+            run_batch(url, "/v1/chat/completions", bodies, args.concurrency, streamed=True)
+        )
+        if scoring == "on":
+            out["readout_profile"] = profile_of(before, readout_counters(url))
+    for cache in ("cold", "warm"):
+        before = readout_counters(url)
+        out[f"score_{cache}"] = asyncio.run(run_batch(url, "/v1/score", inputs.sidecar, args.concurrency, False))
+        out[f"score_{cache}_profile"] = profile_of(before, readout_counters(url))
+    return out
+
+
+def measure_stock(url: str, prompts, inputs: ScoreInputs, args) -> dict:
+    out = {}
+    extra = {"stop": [CLOSE_TAG], "include_stop_str_in_output": True}
+    warm = chat_bodies(STOCK_MODEL_NAME, prompts, 1, extra, add_instruction=True)
+    asyncio.run(run_batch(url, "/v1/chat/completions", warm, args.concurrency, streamed=True))
+    bodies = chat_bodies(STOCK_MODEL_NAME, prompts, args.max_tokens, extra, add_instruction=True)
+    out["chat"] = asyncio.run(run_batch(url, "/v1/chat/completions", bodies, args.concurrency, streamed=True))
+    for cache in ("cold", "warm"):
+        out[f"generative_scoring_{cache}"] = asyncio.run(
+            run_batch(url, "/generative_scoring", inputs.stock, args.concurrency, False)
+        )
+    return out
+
+
+def mean_of(rounds: list[dict], key: str, field: str) -> float:
+    return statistics.mean(r[key][field] for r in rounds)
+
+
+def summarise(sidecar: list[dict], stocks: dict[str, list[dict]], inputs: ScoreInputs) -> dict:
+    tok_s = {f"sidecar_scoring_{k}": mean_of(sidecar, f"chat_scoring_{k}", "tokens_per_s") for k in ("on", "off")}
+    p50 = {f"sidecar_scoring_{k}": mean_of(sidecar, f"chat_scoring_{k}", "latency_p50_s") for k in ("on", "off")}
+    ratios = {}
+    for name, rounds in stocks.items():
+        tok_s[f"stock_{name}"] = mean_of(rounds, "chat", "tokens_per_s")
+        p50[f"stock_{name}"] = mean_of(rounds, "chat", "latency_p50_s")
+        ratios[name] = {
+            f"{measure}_{k}_vs_stock": values[f"sidecar_scoring_{k}"] / values[f"stock_{name}"]
+            for measure, values in (("tok_s", tok_s), ("p50", p50))
+            for k in ("on", "off")
+        }
+    profile = {
+        key: statistics.mean(r["readout_profile"][key] for r in sidecar) for key in sidecar[0]["readout_profile"]
+    }
+    score = {}
+    for cache in ("cold", "warm"):
+        ours = mean_of(sidecar, f"score_{cache}", "items_per_s")
+        theirs = {
+            name: mean_of(rounds, f"generative_scoring_{cache}", "items_per_s") for name, rounds in stocks.items()
+        }
+        score[cache] = {"sidecar_items_per_s": ours, "generative_scoring_items_per_s": theirs}
+        score[cache]["ratio"] = {name: ours / value for name, value in theirs.items()}
+    return {
+        "chat": {"tokens_per_s": tok_s, "latency_p50_s": p50, "ratios": ratios},
+        "score": score,
+        "readout_profile_chat": profile,
+        "floor": {
+            "block_tokens_after_answer_mean": statistics.mean(inputs.floor_tokens),
+            "dependent_engine_steps": 5,
+        },
+    }
+
+
+STOCK_LABELS = {"default": "stock vLLM, its defaults", "same_blocks": "stock vLLM, the sidecar's KV block size"}
+
+
+def report(summary: dict, args, when: str, rounds: int) -> list[str]:
+    chat, score, profile, floor = summary["chat"], summary["score"], summary["readout_profile_chat"], summary["floor"]
+    stocks = list(chat["ratios"])
+    lines = [
+        f"# Readout cost benchmark ({when}, {machine()}, {rounds} interleaved rounds)",
+        "",
+        f"Chat: {args.prompts} Arena-Hard prompts, streamed, greedy, max_tokens {args.max_tokens}, "
+        f"concurrency {args.concurrency}, prompt prefixes warm everywhere. Means over rounds.",
+        "",
+        "| server | answer tok/s | latency p50 s | "
+        + " | ".join(f"tok/s, p50 vs {STOCK_LABELS[n]}" for n in stocks)
+        + " |",
+        "|---|---|---|" + "---|" * len(stocks),
+    ]
+    for name in stocks:
+        lines.append(
+            f"| {STOCK_LABELS[name]} | {chat['tokens_per_s'][f'stock_{name}']:.1f} | "
+            f"{chat['latency_p50_s'][f'stock_{name}']:.2f} |" + " |" * len(stocks)
+        )
+    for label, key in (("sidecar, score: false", "off"), ("sidecar, scoring on", "on")):
+        config = f"sidecar_scoring_{key}"
+        cells = [
+            f"{chat['ratios'][n][f'tok_s_{key}_vs_stock']:.2f}, {chat['ratios'][n][f'p50_{key}_vs_stock']:.2f}"
+            for n in stocks
+        ]
+        lines.append(
+            f"| {label} | {chat['tokens_per_s'][config]:.1f} | {chat['latency_p50_s'][config]:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Score: {args.pairs} HelpSteer2 pairs (train half), concurrency {args.concurrency}. `/v1/score` reads five "
+        "attributes (five dependent steps), `/generative_scoring` one position.",
+        "",
+        "| prefix cache | /v1/score items/s | "
+        + " | ".join(f"/generative_scoring items/s ({STOCK_LABELS[n]}), ratio" for n in stocks)
+        + " |",
+        "|---|---|" + "---|" * len(stocks),
+    ]
+    for cache, row in score.items():
+        cells = [f"{row['generative_scoring_items_per_s'][n]:.2f}, {row['ratio'][n]:.2f}" for n in stocks]
+        lines.append(f"| {cache} | {row['sidecar_items_per_s']:.2f} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Readout profile (chat, scoring on, from the sidecar's /metrics):",
+        "",
+        f"- engine steps per readout: {profile['engine_steps_per_readout']:.2f} (floor: "
+        f"{floor['dependent_engine_steps']} dependent steps)",
+        f"- context tokens per readout computed: {profile['computed_tokens_per_readout']:.1f}, from the prefix cache: "
+        f"{profile['cached_tokens_per_readout']:.1f} (floor: the {floor['block_tokens_after_answer_mean']:.1f} "
+        "block tokens after the answer, mean over the score pairs)",
+        f"- time queued in the engine per step: {profile['queued_s_per_step']:.3f} s; readout wall time: "
+        f"{profile['readout_wall_s_mean']:.2f} s",
+        f"- prefix cache hit rate, all engine requests: {profile['prefix_cache_hit_rate_all_requests']:.1%}",
+        "",
+        f"Goals: chat tok/s on/stock >= {GOALS['chat_tok_s_on_vs_stock']}, p50 on/stock <= "
+        f"{GOALS['chat_p50_on_vs_stock']}; /v1/score warm >= {GOALS['score_warm_vs_generative']}x "
+        "/generative_scoring.",
+    ]
+    return lines
+
+
+def stock_configs() -> dict[str, bool]:
+    """Stock vLLM as shipped, and (where the sidecar changes it: on CPU) with the sidecar's KV block size."""
+    configs = {"default": False}
+    if stock_engine_flags(like_sidecar=True) != stock_engine_flags(like_sidecar=False):
+        configs["same_blocks"] = True
+    return configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-prompt-chars", type=int, default=2000)
+    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--port", type=int, default=18082)
+    args = parser.parse_args()
+
+    model_dir = prepare_default_model(report=print)
+    prompts = chat_prompts(args.prompts, args.max_prompt_chars)
+    inputs = ScoreInputs(model_dir, score_pairs(args.pairs, 3000))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{args.port}"
+    configs = stock_configs()
+    sidecar_rounds: list[dict] = []
+    stock_rounds: dict[str, list[dict]] = {name: [] for name in configs}
+    for round_index in range(args.rounds):
+        with sidecar_server(model_dir, args.port, RESULTS / "sidecar.log.tmp"):
+            sidecar_rounds.append(measure_sidecar(url, prompts, inputs, args, on_first=round_index % 2 == 0))
+        print(f"round {round_index + 1} sidecar:", json.dumps(sidecar_rounds[-1]), flush=True)
+        for name, like_sidecar in configs.items():
+            with stock_vllm_server(model_dir, args.port, RESULTS / "stock.log.tmp", like_sidecar):
+                stock_rounds[name].append(measure_stock(url, prompts, inputs, args))
+            print(f"round {round_index + 1} stock {name}:", json.dumps(stock_rounds[name][-1]), flush=True)
+
+    when = stamp()
+    summary = summarise(sidecar_rounds, stock_rounds, inputs)
+    lines = report(summary, args, when, args.rounds)
+    record = {
+        "benchmark": "readout",
+        "when": when,
+        "machine": machine(),
+        "model": model_dir.name,
+        "args": vars(args),
+        "summary": summary,
+        "rounds": {"sidecar": sidecar_rounds, "stock": stock_rounds},
+        "goals": GOALS,
+    }
+    (RESULTS / f"readout-{when}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / "readout-latest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
