@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_chat_stream import one_stream  # noqa: E402
+from bench.bench_chat_stream import chat_body, one_stream  # noqa: E402
 from bench.common import (  # noqa: E402
     RESULTS,
     STOCK_MODEL_NAME,
@@ -56,7 +56,7 @@ from evaluation.prompt_sets import load_prompt_set  # noqa: E402
 from selfeval.block import CLOSE_TAG, forced_token_layout  # noqa: E402
 from selfeval.card import load_card  # noqa: E402
 from selfeval.models import prepare_default_model  # noqa: E402
-from selfeval.prompts import build_chat_messages, render_prompt  # noqa: E402
+from selfeval.prompts import render_prompt  # noqa: E402
 from training.config import REPO_ROOT  # noqa: E402
 from training.data import load_groups  # noqa: E402
 
@@ -114,21 +114,8 @@ async def run_batch(base_url: str, path: str, bodies: list[dict], concurrency: i
 
 
 def chat_bodies(model: str, prompts: list[str], max_tokens: int, extra: dict, add_instruction: bool) -> list[dict]:
-    bodies = []
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}]
-        bodies.append(
-            {
-                "model": model,
-                "messages": build_chat_messages(messages) if add_instruction else messages,
-                "max_tokens": max_tokens,
-                "temperature": 0,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                **extra,
-            }
-        )
-    return bodies
+    make = chat_body(model, max_tokens, extra, add_instruction=add_instruction)
+    return [make(prompt) for prompt in prompts]
 
 
 def readout_counters(base_url: str) -> dict[str, float]:
