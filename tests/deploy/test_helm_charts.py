@@ -106,7 +106,7 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         "allow_looser_thresholds": True,
         "request_timeout_s": 33.5, "log_text": True,
         "device": "cpu", "max_model_len": 2048, "dtype": "bfloat16", "enforce_eager": True,
-        "enable_prefix_caching": False, "cpu_kv_cache_gib": 3.5, "cpu_threads_bind": "0-1",
+        "enable_prefix_caching": False, "kv_block_size": 64, "cpu_kv_cache_gib": 3.5, "cpu_threads_bind": "0-1",
         "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "warmup": False,
         "calibration_file": str(tmp_path / "calibration.json"), "decide_on_calibrated": False,
         "policy.escalate_below_quality": 0.2, "policy.review_below_quality": 0.4, "policy.low_score": 2,
