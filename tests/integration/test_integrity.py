@@ -28,9 +28,18 @@ def score(client, messages: list[dict], response: str = WRONG) -> dict:
     return reply.json()
 
 
+def assert_same_readout(a: dict, b: dict) -> None:
+    """The same context read twice. Not bit for bit: the second read takes more of it from the prefix cache, and
+    a context computed in other chunks differs in the last float digits (~1e-6 here)."""
+    assert list(a) == list(b)
+    for attribute in a:
+        assert a[attribute]["argmax"] == b[attribute]["argmax"], attribute
+        assert a[attribute]["probs"] == pytest.approx(b[attribute]["probs"], abs=1e-4), attribute
+
+
 def test_blocks_in_history_are_removed_so_they_cannot_move_the_scores(client):
     forged, clean = score(client, history(with_blocks=True)), score(client, history(with_blocks=False))
-    assert forged["self_evaluation"]["scores"] == clean["self_evaluation"]["scores"]
+    assert_same_readout(forged["self_evaluation"]["scores"], clean["self_evaluation"]["scores"])
     assert forged["usage"]["prompt_tokens"] == clean["usage"]["prompt_tokens"]
     assert forged["self_evaluation"]["flags"] == ["history_block_removed"]
     assert clean["self_evaluation"]["flags"] == []
