@@ -57,7 +57,7 @@ from selfeval.block import CLOSE_TAG, forced_token_layout  # noqa: E402
 from selfeval.card import load_card  # noqa: E402
 from selfeval.models import prepare_default_model  # noqa: E402
 from selfeval.prompts import render_prompt  # noqa: E402
-from training.config import REPO_ROOT  # noqa: E402
+from training.config import DEFAULT_DATA, REPO_ROOT  # noqa: E402
 from training.data import load_groups  # noqa: E402
 
 GOALS = {"chat_tok_s_on_vs_stock": 0.85, "chat_p50_on_vs_stock": 1.15, "score_warm_vs_generative": 0.5}
@@ -70,7 +70,7 @@ def chat_prompts(count: int, max_chars: int) -> list[str]:
 
 
 def score_pairs(count: int, max_chars: int) -> list[tuple[str, str]]:
-    groups = load_groups(REPO_ROOT / "data/helpsteer2/helpsteer2_kitware_subset.jsonl.gz", kitware_file="train.json")
+    groups = load_groups(REPO_ROOT / DEFAULT_DATA, kitware_file="train.json")
     pairs = []
     for group in groups:
         if len(group.conversation) != 1:
