@@ -15,7 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seecli.calibrate_policy import policy
+
 app = typer.Typer(help="Post-hoc calibration of the self-scores against judge feedback.", no_args_is_help=True)
+app.command("policy")(policy)
 console = Console()
 
 

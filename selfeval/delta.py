@@ -21,8 +21,9 @@ from selfeval.card import CARD_FILENAME, ModelCard, write_card
 
 WEIGHTS_FILE = "model.safetensors"
 BASE_SHA_KEY = "base_sha256"
-# not carried over from the base: its weights, and its card and calibration (they describe the base's readout)
-SKIPPED = frozenset({WEIGHTS_FILE, CARD_FILENAME, "see_calibration.json"})
+# not carried over from the base: its weights, and its card, calibration and certified policy (they describe
+# the base's readout)
+SKIPPED = frozenset({WEIGHTS_FILE, CARD_FILENAME, "see_calibration.json", "see_policy.json"})
 
 
 class DeltaError(ValueError):

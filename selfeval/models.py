@@ -224,8 +224,36 @@ def prepare_default_model(
                     )
                 except DeltaError as exc:
                     raise ProvisionError(str(exc)) from None
+    install_shipped_policy(delta_path.parent, target, report)
     report(f"default model ready at {target}")
     return target
+
+
+SHIPPED_POLICY_MARK = ".see_policy.shipped"  # the version of the shipped policy last installed here
+
+
+def install_shipped_policy(delta_dir: Path, target: Path, report: Report = print) -> None:
+    """Put the certified policy shipped beside the delta into the model directory. A newer shipped policy
+    replaces one installed from here before; a policy fitted locally (`see calibrate policy`) is kept."""
+    from selfeval.certified_policy import POLICY_FILENAME, PolicyError, load_policy
+
+    shipped, installed, mark = delta_dir / POLICY_FILENAME, target / POLICY_FILENAME, target / SHIPPED_POLICY_MARK
+    if not shipped.is_file():
+        return
+    shipped_version = load_policy(shipped).version
+    if installed.exists():
+        try:
+            current = load_policy(installed).version
+        except PolicyError:
+            current = None
+        was_shipped = mark.is_file() and mark.read_text().strip() == current
+        if current == shipped_version or not was_shipped:
+            return
+    staged = installed.with_name(f".{POLICY_FILENAME}.{os.getpid()}.tmp")
+    shutil.copyfile(shipped, staged)
+    os.replace(staged, installed)
+    mark.write_text(shipped_version + "\n")
+    report(f"installed the shipped certified policy {shipped_version}")
 
 
 def prepare_named_model(name: str, cache_dir: Path | None = None, report: Report = print) -> Path:

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import uvicorn
 
-from selfeval.calibration import CalibrationError, CalibrationMap, calibration_path, load_calibration
+from selfeval.calibration import (
+    CalibrationError,
+    CalibrationMap,
+    calibration_path,
+    card_fingerprint,
+    load_calibration,
+)
 from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
+from selfeval.certified_policy import CertifiedPolicy, PolicyError, load_policy, policy_path
 from selfeval.models import ProvisionError, prepare_default_model, prepare_named_model
 from server.app import build_app
 from server.engine import build_engine_in_thread, stop_engine_processes
@@ -49,13 +56,29 @@ def resolve_calibration(settings: Settings, model_dir: Path, card: ModelCard) ->
     return calibration
 
 
+def resolve_certified_policy(
+    settings: Settings, model_dir: Path, card: ModelCard, calibration: CalibrationMap | None
+) -> CertifiedPolicy | None:
+    """The explicit policy file, else see_policy.json beside the card, else none; checked against the card and
+    against the scores the server decides on (calibrated when a map is loaded and used, else raw)."""
+    path = settings.certified_policy_file or policy_path(model_dir)
+    if not settings.use_certified_policy or not path.is_file():
+        return None
+    policy = load_policy(path)
+    decided_on = calibration.version if calibration is not None and settings.decide_on_calibrated else None
+    policy.check_for(card_fingerprint(card), decided_on)
+    log.info("certified policy %s loaded from %s: %s", policy.version, path, policy.accept_guarantee())
+    return policy
+
+
 def serve(settings: Settings) -> int:
     """Run the server until it is stopped; returns the process exit code."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         model_dir, card = resolve_model(settings)
         calibration = resolve_calibration(settings, model_dir, card)
-    except (CardError, ProvisionError, CalibrationError) as exc:
+        certified_policy = resolve_certified_policy(settings, model_dir, card, calibration)
+    except (CardError, ProvisionError, CalibrationError, PolicyError) as exc:
         log.error("%s", exc)
         return 2
     holder: dict[str, uvicorn.Server] = {}
@@ -70,6 +93,7 @@ def serve(settings: Settings) -> int:
         build_engine_in_thread,
         on_fatal=stop,
         calibration=calibration,
+        certified_policy=certified_policy,
         on_abandoned_load=stop_engine_processes,
     )
     server = uvicorn.Server(

@@ -22,11 +22,13 @@ from fastapi import FastAPI
 
 from selfeval.calibration import CalibrationMap, card_fingerprint
 from selfeval.card import ModelCard
+from selfeval.certified_policy import CertifiedPolicy
 from server.engine import Engine, SchedulerObserver
 from server.errors import EngineDeadError, NotReadyError, install_error_handlers
 from server.feedback_loop import FeedbackLoop
 from server.limits import RequestLimits
 from server.metrics import HttpMetricsMiddleware, ServiceMetrics
+from server.risk_monitor import AcceptRiskMonitor
 from server.routes import feedback, generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings
@@ -76,6 +78,7 @@ def build_app(
     engine_builder: EngineBuilder,
     on_fatal: Callable[[], None] | None = None,
     calibration: CalibrationMap | None = None,
+    certified_policy: CertifiedPolicy | None = None,
     on_abandoned_load: Callable[[], None] | None = None,
 ) -> FastAPI:
     """`on_abandoned_load` runs when the app stops while the engine is still loading: the build goes on in its
@@ -92,7 +95,12 @@ def build_app(
     async def load() -> None:
         try:
             if settings.ledger.enabled:  # before the engine: feedback works while the model loads
-                state.feedback_loop = await FeedbackLoop.open(settings, card_fingerprint(card), state.metrics)
+                accept_risk = (
+                    AcceptRiskMonitor(certified_policy, calibration, state.metrics) if certified_policy else None
+                )
+                state.feedback_loop = await FeedbackLoop.open(
+                    settings, card_fingerprint(card), state.metrics, accept_risk
+                )
                 state.feedback_loop.start()
             state.engine_loading = True
             try:
@@ -111,6 +119,7 @@ def build_app(
                 state.metrics,
                 model_name,
                 calibration=calibration,
+                certified_policy=certified_policy,
                 feedback_loop=state.feedback_loop,
             )
             if settings.warmup:

@@ -9,7 +9,8 @@ served checkpoint (its card fingerprint), optionally of one judge:
 Drift fires when the recent mean absolute error (per verdict: mean over the five attributes) exceeds the
 reference's by `drift_threshold` points AND the increase is at least `drift_z` standard errors (Welch), so
 a threshold crossed by sampling noise in a small window does not page anyone. Below `min_count` verdicts in
-either window there is no verdict (the gauge stays 0 and the window sizes say why).
+either window there is no verdict (the gauge stays 0 and the window sizes say why). With a certified policy
+loaded, the newest window also feeds its realised accept risk (`server/risk_monitor.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from evaluation.metrics import digit_ece
 from selfeval.rubric import ATTRIBUTES
 from server.ledger import Ledger, ScoredPair
 from server.metrics import ServiceMetrics
+from server.risk_monitor import AcceptRiskMonitor
 from server.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,16 @@ def split_windows(oldest: Sequence[ScoredPair], newest: Sequence[ScoredPair]) ->
 class CalibrationMonitor:
     """Keeps the calibration gauges current: after local feedback (debounced) and on a timer (other replicas)."""
 
-    def __init__(self, ledger: Ledger, card_fingerprint: str, settings: MonitorSettings, metrics: ServiceMetrics):
+    def __init__(
+        self,
+        ledger: Ledger,
+        card_fingerprint: str,
+        settings: MonitorSettings,
+        metrics: ServiceMetrics,
+        accept_risk: AcceptRiskMonitor | None = None,
+    ):
         self.ledger = ledger
+        self.accept_risk = accept_risk
         self.card_fingerprint = card_fingerprint
         self.settings = settings
         self.metrics = metrics
@@ -129,6 +139,8 @@ class CalibrationMonitor:
         oldest = await asyncio.wrap_future(self.ledger.submit(Ledger.scored_pairs(**query, newest=False)))
         newest = await asyncio.wrap_future(self.ledger.submit(Ledger.scored_pairs(**query, newest=True)))
         reference, recent = split_windows(oldest, newest)
+        if self.accept_risk is not None:
+            self.accept_risk.observe(newest)
         name = self.metrics.model_name
         self.metrics.window_size.labels(name, "reference").set(len(reference))
         self.metrics.window_size.labels(name, "recent").set(len(recent))

@@ -21,6 +21,7 @@ from selfeval.readout import ScoreDistribution
 from server.calibration_monitor import CalibrationMonitor, absolute_errors
 from server.ledger import Feedback, FeedbackOutcome, Ledger, LedgerError, ResponseRecord
 from server.metrics import ServiceMetrics
+from server.risk_monitor import AcceptRiskMonitor
 from server.settings import Settings
 from server.shadow import ShadowItem, ShadowJudge
 
@@ -34,23 +35,36 @@ def sha256_of(value: object) -> str:
 
 
 class FeedbackLoop:
-    def __init__(self, settings: Settings, card_fingerprint: str, metrics: ServiceMetrics, ledger: Ledger):
+    def __init__(
+        self,
+        settings: Settings,
+        card_fingerprint: str,
+        metrics: ServiceMetrics,
+        ledger: Ledger,
+        accept_risk: AcceptRiskMonitor | None = None,
+    ):
         self.settings = settings
         self.card_fingerprint = card_fingerprint
         self.metrics = metrics
         self.ledger = ledger
         metrics.ledger_connected.labels(metrics.model_name).set_function(lambda: float(ledger.connected))
-        self.monitor = CalibrationMonitor(ledger, card_fingerprint, settings.monitor, metrics)
+        self.monitor = CalibrationMonitor(ledger, card_fingerprint, settings.monitor, metrics, accept_risk)
         self.shadow = ShadowJudge(settings.shadow, self._shadow_verdict, metrics) if settings.shadow.rate > 0 else None
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    async def open(cls, settings: Settings, card_fingerprint: str, metrics: ServiceMetrics) -> FeedbackLoop:
+    async def open(
+        cls,
+        settings: Settings,
+        card_fingerprint: str,
+        metrics: ServiceMetrics,
+        accept_risk: AcceptRiskMonitor | None = None,
+    ) -> FeedbackLoop:
         ledger = await asyncio.to_thread(
             Ledger, settings.ledger.url, strict=settings.ledger.required, max_queued=settings.ledger.max_queued_writes
         )
         log.info("ledger: %s at %s", ledger.backend, ledger.shown_url())
-        return cls(settings, card_fingerprint, metrics, ledger)
+        return cls(settings, card_fingerprint, metrics, ledger, accept_risk)
 
     def start(self) -> None:
         self.monitor.start()

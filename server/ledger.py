@@ -120,6 +120,7 @@ class ScoredPair:
     judge: str
     scores: dict[str, int]
     distributions: dict[str, list[float]]
+    decision: str | None = None  # what the server decided for the answer
 
 
 Operation = Callable[[Any], Any]  # runs on the worker thread inside a transaction, given the connection
@@ -420,7 +421,8 @@ class Ledger:
                 params.append(judge)
             order = "DESC" if newest else "ASC"
             statement = (
-                "SELECT f.response_id, f.choice, f.created_at, f.judge, f.scores, r.distributions FROM see_feedback f "
+                "SELECT f.response_id, f.choice, f.created_at, f.judge, f.scores, r.distributions, r.decision "
+                "FROM see_feedback f "
                 "JOIN see_responses r ON r.id = f.response_id AND r.choice = f.choice "
                 f"WHERE {' AND '.join(where)} ORDER BY f.created_at {order}, f.response_id {order}"
             )
@@ -428,7 +430,7 @@ class Ledger:
                 statement += " LIMIT ?"
                 params.append(int(limit))
             rows = db.execute(statement, params).fetchall()
-            return [ScoredPair(*row[:4], json.loads(row[4]), json.loads(row[5])) for row in rows]
+            return [ScoredPair(*row[:4], json.loads(row[4]), json.loads(row[5]), row[6]) for row in rows]
 
         return operation
 

@@ -209,6 +209,36 @@ class ServiceMetrics:
             ["model_name"],
             registry=self.registry,
         )
+        self.certified_target = Gauge(
+            "see_certified_accept_risk_target",
+            "The certified policy's promise: P(bad | accept) at most this (absent without a certified policy)",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.certified_risk = Gauge(
+            "see_certified_accept_risk",
+            "Share of judged answers the certified rule accepts that the judge found bad (newest monitor window)",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.certified_risk_bound = Gauge(
+            "see_certified_accept_risk_bound",
+            "95% Clopper-Pearson interval of see_certified_accept_risk (bound: lower | upper)",
+            ["model_name", "bound"],
+            registry=self.registry,
+        )
+        self.certified_accepted = Gauge(
+            "see_certified_accepted_verdicts",
+            "Judged answers in the newest monitor window that the certified rule accepts",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.certified_alarm = Gauge(
+            "see_certified_accept_risk_alarm",
+            "1 when the realised accept risk is above the certified target beyond its 95% interval, else 0",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.shadow_requests = Counter(
             "see_shadow_judge_requests",
             "Shadow judging by outcome (queued, dropped_queue_full, judged, failed, error)",

@@ -19,6 +19,9 @@ from server.protocol import SEED_MAX, ChatMessage, SelfEvaluation, Text, Thresho
 class DecisionOut(BaseModel):
     action: Literal["accept", "review", "escalate"] = Field(description="What an orchestrator should do")
     reasons: list[str] = Field(description="Every rule that fired (or why the answer was accepted)")
+    policy: str | None = Field(
+        None, description="The certified policy that decided (its guarantee is in reasons); null = the hand-set rules"
+    )
 
 
 class StreamOptions(BaseModel):

@@ -17,6 +17,13 @@ Rules (0-9 scale, probabilities from the renormalised digit distributions):
 
 Per-request overrides may only tighten the policy unless the operator allows loosening (`loosened_by` says
 which override loosens what): "tighter" means at least as many answers leave `accept`.
+
+A certified policy (`selfeval/certified_policy.py`, fitted by `see calibrate policy`) replaces the score rules
+when one is loaded: its thresholds decide, its guarantee is cited in the reasons and its version in `policy`.
+The integrity-flag and no-readout rules still apply on top; the entropy and label-mass rules do not (the
+guarantee is a statement about the certified rule alone). A request that brings its own thresholds gets the
+more severe of the certified action and the hand-set rules with those thresholds (overrides only tighten),
+unless the operator allows loosening: then the hand-set rules with those thresholds decide alone, uncertified.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfeval.certified_policy import CertifiedPolicy
 from selfeval.readout import ScoreDistribution, predicted_quality
 
 Action = Literal["accept", "review", "escalate"]
@@ -85,13 +93,42 @@ TIGHTER_WHEN = {
 class Decision:
     action: Action
     reasons: list[str]
+    policy: str | None = None  # the certified policy's version when it decided; None = the hand-set rules
 
     def to_dict(self) -> dict:
-        return {"action": self.action, "reasons": list(self.reasons)}
+        return {"action": self.action, "reasons": list(self.reasons), "policy": self.policy}
 
 
 def low_score_probability(distribution: ScoreDistribution, low_score: int) -> float:
     return sum(distribution.probs[: low_score + 1])
+
+
+def most_severe(proposals: list[tuple[Action, str]], policy: str | None = None) -> Decision:
+    action = max((a for a, _ in proposals), key=SEVERITY.__getitem__)
+    return Decision(action, [reason for _, reason in proposals], policy)
+
+
+def flag_proposals(thresholds: PolicyThresholds, flags: Sequence[str]) -> list[tuple[Action, str]]:
+    if flags and thresholds.flagged_action != "none":
+        return [(thresholds.flagged_action, f"request flagged: {', '.join(flags)}")]
+    return []
+
+
+def decide_certified(
+    distributions: dict[str, ScoreDistribution] | None,
+    policy: CertifiedPolicy,
+    thresholds: PolicyThresholds,
+    flags: Sequence[str] = (),
+    with_rules: bool = False,
+) -> Decision:
+    """The certified policy's action, made at least as severe as the flag rule asks (and, `with_rules`, as the
+    hand-set rules with these thresholds ask)."""
+    if not distributions:
+        return Decision(thresholds.unavailable_action, ["no self-evaluation could be read"], policy.version)
+    proposals = [*flag_proposals(thresholds, flags), policy.decide(distributions)]
+    if with_rules and (ruled := decide(distributions, thresholds)).action != "accept":
+        proposals += [(ruled.action, f"per-request thresholds: {reason}") for reason in ruled.reasons]
+    return most_severe(proposals, policy.version)
 
 
 def decide(
@@ -99,9 +136,7 @@ def decide(
 ) -> Decision:
     if not distributions:
         return Decision(thresholds.unavailable_action, ["no self-evaluation could be read"])
-    proposals: list[tuple[Action, str]] = []
-    if flags and thresholds.flagged_action != "none":
-        proposals.append((thresholds.flagged_action, f"request flagged: {', '.join(flags)}"))
+    proposals = flag_proposals(thresholds, flags)
     quality = predicted_quality(distributions)
     if quality < thresholds.escalate_below_quality:
         proposals.append(("escalate", f"predicted quality {quality:.2f} < {thresholds.escalate_below_quality}"))
@@ -120,5 +155,4 @@ def decide(
             proposals.append(("review", f"{attribute} label mass {distribution.label_mass:.2f} (no score expected)"))
     if not proposals:
         return Decision("accept", [f"predicted quality {quality:.2f}; no rule fired"])
-    action = max((a for a, _ in proposals), key=SEVERITY.__getitem__)
-    return Decision(action, [reason for _, reason in proposals])
+    return most_severe(proposals)

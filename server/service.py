@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from selfeval.block import AnswerStream, answer_before_block, render_output
 from selfeval.calibration import CalibrationMap
 from selfeval.card import ModelCard
+from selfeval.certified_policy import CertifiedPolicy
 from selfeval.integrity import (
     CONTROL_TEXT_IN_REQUEST,
     encode_with_literal_messages,
@@ -41,7 +42,7 @@ from server.errors import (
 )
 from server.feedback_loop import FeedbackLoop
 from server.metrics import ServiceMetrics
-from server.policy import Decision, PolicyThresholds, decide
+from server.policy import Decision, PolicyThresholds, decide, decide_certified
 from server.protocol import (
     AttributeScore,
     CalibratedEvaluation,
@@ -80,6 +81,7 @@ class GenerationService:
         model_name: str,
         *,
         calibration: CalibrationMap | None = None,
+        certified_policy: CertifiedPolicy | None = None,
         feedback_loop: FeedbackLoop | None = None,
     ):
         self.engine = engine
@@ -88,6 +90,7 @@ class GenerationService:
         self.metrics = metrics
         self.model_name = model_name
         self.calibration = calibration
+        self.certified_policy = certified_policy
         self.feedback_loop = feedback_loop
         # Room kept free after the answer so a forced readout of the full block always fits.
         widest_block = render_output("", {a: SCALE_MAX for a in ATTRIBUTES})
@@ -335,11 +338,18 @@ class GenerationService:
         return self.calibration.apply(readout.distributions)
 
     def decide(self, readout: Readout | None, overrides: dict | None) -> Decision:
-        """The policy on the calibrated scores when a map is loaded (and allowed), else on the raw ones."""
+        """The policy on the calibrated scores when a map is loaded (and allowed), else on the raw ones: the
+        certified policy when one is loaded (per-request thresholds add to it, or replace it where the operator
+        lets them loosen the policy), else the hand-set rules."""
         distributions = readout.distributions if readout else None
         if self.settings.decide_on_calibrated and (calibrated := self.calibrated(readout)) is not None:
             distributions = calibrated
-        decision = decide(distributions, self.thresholds(overrides), readout.flags if readout else ())
+        flags = readout.flags if readout else ()
+        thresholds = self.thresholds(overrides)
+        if self.certified_policy is None or (overrides and self.settings.allow_looser_thresholds):
+            decision = decide(distributions, thresholds, flags)
+        else:
+            decision = decide_certified(distributions, self.certified_policy, thresholds, flags, bool(overrides))
         self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
 

@@ -179,6 +179,14 @@ class Settings(BaseSettings):
     decide_on_calibrated: bool = Field(
         True, description="The decision policy reads calibrated scores when a map is loaded"
     )
+    certified_policy_file: Path | None = Field(
+        None,
+        description="Certified decision policy (`see calibrate policy`); default: see_policy.json in the model "
+        "directory, if any",
+    )
+    use_certified_policy: bool = Field(
+        True, description="Decide with the certified policy when one is loaded (off: the hand-set thresholds)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -188,6 +196,8 @@ class Settings(BaseSettings):
             )
         if self.calibration_file is not None and not self.calibration_file.is_file():
             raise ValueError(f"calibration_file {self.calibration_file} does not exist")
+        if self.certified_policy_file is not None and not self.certified_policy_file.is_file():
+            raise ValueError(f"certified_policy_file {self.certified_policy_file} does not exist")
         if self.shadow.rate > 0 and not self.ledger.enabled:
             raise ValueError("shadow judging stores its verdicts in the ledger: enable SEE_LEDGER__ENABLED")
         if self.api_key_file is not None and not self.api_key_file.is_file():

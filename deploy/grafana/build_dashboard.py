@@ -110,6 +110,18 @@ def dashboard() -> dict:
         ], 12, 76,
               description="Each forced readout is five engine steps; each recomputes its context past the last full KV "
                           "block (SEE_KV_BLOCK_SIZE). The floor is the ~45 block tokens after the answer."),
+        panel("Certified policy: realised P(bad | accept) vs its promise", [
+            (f"max(see_certified_accept_risk{{{SEL}}})", "realised"),
+            (f"max(see_certified_accept_risk_bound{{{SEL},bound=\"lower\"}})", "95% lower"),
+            (f"max(see_certified_accept_risk_bound{{{SEL},bound=\"upper\"}})", "95% upper"),
+            (f"max(see_certified_accept_risk_target{{{SEL}}})", "promised"),
+        ], 0, 84, unit="percentunit",
+              description="Judged answers the certified rule accepts (newest monitor window) that the judge found bad. "
+                          "Above the promise beyond the interval = the traffic no longer looks like the calibration set: refit."),
+        panel("Certified policy alarm (1 = promise broken) and accepted verdicts", [
+            (f"max(see_certified_accept_risk_alarm{{{SEL}}})", "alarm"),
+            (f"sum(see_certified_accepted_verdicts{{{SEL}}})", "accepted verdicts in window"),
+        ], 12, 84, kind="stat"),
     ]  # fmt: skip
     for index, item in enumerate(panels, start=1):
         item["id"] = index

@@ -97,6 +97,7 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
     """Set every config value, render, and let the server's own Settings read the ConfigMap as its env."""
     (tmp_path / "keys").write_text("k" * 20 + "\n")
     (tmp_path / "calibration.json").write_text("{}")
+    (tmp_path / "policy.json").write_text("{}")
     samples = {
         "model": str(tmp_path), "served_model_name": "served", "cache_dir": str(tmp_path), "host": "0.0.0.0",
         "port": 8123, "log_level": "debug", "default_max_tokens": 77, "default_temperature": 0.3,
@@ -109,6 +110,7 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         "enable_prefix_caching": False, "kv_block_size": 64, "cpu_kv_cache_gib": 3.5, "cpu_threads_bind": "0-1",
         "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "warmup": False,
         "calibration_file": str(tmp_path / "calibration.json"), "decide_on_calibrated": False,
+        "certified_policy_file": str(tmp_path / "policy.json"), "use_certified_policy": False,
         "policy.escalate_below_quality": 0.2, "policy.review_below_quality": 0.4, "policy.low_score": 2,
         "policy.escalate_low_score_prob": 0.6, "policy.review_low_score_prob": 0.3,
         "policy.review_above_entropy": 2.1, "policy.review_below_label_mass": 0.4,
@@ -138,7 +140,8 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         value = settings
         for part in path.split("."):
             value = getattr(value, part)
-        value = str(value) if path in {"model", "cache_dir", "api_key_file", "calibration_file"} else value
+        paths = {"model", "cache_dir", "api_key_file", "calibration_file", "certified_policy_file"}
+        value = str(value) if path in paths else value
         assert value == expected, path
 
 

@@ -17,7 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from see_client import ConflictError, SeeClient
-from selfeval.calibration import load_calibration
+from selfeval.calibration import card_fingerprint, load_calibration
+from selfeval.card import load_card
+from selfeval.certified_policy import load_policy, policy_path
 from selfeval.rubric import ATTRIBUTES
 from server.launch import free_port
 from server.ledger import Ledger
@@ -238,6 +240,34 @@ def test_recalibration_from_ledger_feedback_lowers_heldout_ece(fitted_calibratio
     assert after < before, heldout
     assert metric(client_a, "see_calibration_window_records", window="recent") > 0
     assert metric(client_a, "see_calibration_rolling_mae", attribute="correctness") > 0
+
+
+def test_a_policy_fitted_from_ledger_verdicts_and_the_shipped_promise_monitored(
+    server_a, client_a, fitted_calibration, model_dir, tmp_path
+):
+    """`see calibrate policy --source ledger` on the shadow judge's verdicts (a fixture judge: this checks the
+    plumbing, not the claim), and the served policy's realised accept risk from the same verdicts."""
+    out = tmp_path / "see_policy.json"
+    fit = subprocess.run(
+        [sys.executable, "-m", "seecli.main", "calibrate", "policy", "--model", str(model_dir), "--source", "ledger",
+         "--ledger", server_a.ledger_url, "--judge", f"shadow:{RULE_JUDGE_MODEL}", "--bad-at-or-below", "0",
+         "--target-risk", "0.5", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    fitted = load_policy(out)
+    fitted.check_for(card_fingerprint(load_card(model_dir)), None)
+    assert fitted.source.startswith("ledger verdicts") and fitted.fitted_on + fitted.test["answers"] >= 120
+    shipped = load_policy(policy_path(model_dir))
+    assert metric(client_a, "see_certified_accept_risk_target") == shipped.accept.target_risk
+    deadline = time.monotonic() + 30
+    while not any(s.name == "see_certified_accepted_verdicts" for s in samples(client_a)):
+        assert time.monotonic() < deadline, "the accept-risk monitor never reported"
+        time.sleep(1)
+
+
+def samples(client: httpx.Client) -> list:
+    return [s for family in text_string_to_metric_families(client.get("/metrics").text) for s in family.samples]
 
 
 def post_feedback_then_kill(running, client: httpx.Client, n: int) -> dict[str, dict[str, int]]:

@@ -62,6 +62,7 @@ class SelfEvaluation(_Open):
 class Decision(_Open):
     action: Action
     reasons: list[str]
+    policy: str | None = None  # the certified policy that decided (its guarantee is in reasons); None = hand-set
 
 
 class Usage(_Open):

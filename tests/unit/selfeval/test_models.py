@@ -43,3 +43,36 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("SEE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "see-sidecar"
+
+
+def test_the_shipped_policy_is_installed_updated_but_never_over_a_local_one(tmp_path):
+    from selfeval.certified_policy import load_policy, write_policy
+    from selfeval.models import install_shipped_policy
+    from tests.unit.selfeval.test_certified_policy import policy
+
+    shipped_dir, target = tmp_path / "delta", tmp_path / "model"
+    shipped_dir.mkdir(), target.mkdir()
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)  # nothing shipped: nothing installed
+    assert not (target / "see_policy.json").exists()
+    write_policy(shipped_dir / "see_policy.json", policy(source="v1"))
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    assert load_policy(target / "see_policy.json").source == "v1"
+    write_policy(shipped_dir / "see_policy.json", policy(source="v2", created_at="2026-12-01T00:00:00+00:00"))
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    assert load_policy(target / "see_policy.json").source == "v2"  # a newer shipped policy replaces the old one
+    write_policy(target / "see_policy.json", policy(source="mine", created_at="2026-12-02T00:00:00+00:00"))
+    write_policy(shipped_dir / "see_policy.json", policy(source="v3", created_at="2026-12-03T00:00:00+00:00"))
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    assert load_policy(target / "see_policy.json").source == "mine"  # fitted locally: kept
+
+
+def test_the_shipped_policy_belongs_to_the_shipped_checkpoint():
+    from selfeval.calibration import card_fingerprint
+    from selfeval.card import ModelCard
+    from selfeval.certified_policy import load_policy, policy_path
+    from selfeval.models import SHIPPED_DELTA_DIR, shipped_delta
+
+    _, record = shipped_delta()
+    certified = load_policy(policy_path(SHIPPED_DELTA_DIR))
+    certified.check_for(card_fingerprint(ModelCard.from_dict(record["card"])), None)
+    assert certified.accept.bound <= certified.accept.target_risk

@@ -93,3 +93,40 @@ def test_the_monitor_reads_the_ledger_and_sets_the_gauges(ledger_url):
         assert 0 <= gauge(metrics, "see_calibration_rolling_ece", attribute="verbosity") <= 1
     finally:
         ledger.close()
+
+
+def test_the_certified_policys_realised_accept_risk_and_alarm_come_from_new_verdicts(ledger_url):
+    from server.risk_monitor import AcceptRiskMonitor
+    from tests.unit.selfeval.test_certified_policy import all_at, policy
+
+    certified = policy()  # accepts predicted quality >= 0.7, promises P(bad | accept) <= 0.2
+    metrics = ServiceMetrics("m")
+    ledger = Ledger(ledger_url)
+    monitor = CalibrationMonitor(ledger, "card", SETTINGS, metrics, AcceptRiskMonitor(certified, None, metrics))
+    accepted = {a: list(d.probs) for a, d in all_at(8).items()}
+    reviewed = {a: list(d.probs) for a, d in all_at(3).items()}
+    try:
+
+        def store(start: int, n: int, helpfulness: int, distributions: dict) -> None:
+            for i in range(start, start + n):
+                row = ResponseRecord(f"r{i}", 0, "m", "card", "score", "forced", "p", "a", distributions, 0.5,
+                                     "accept")  # fmt: skip
+                ledger.call(Ledger.insert_responses([row]))
+                scores = {a: helpfulness for a in ATTRIBUTES}
+                ledger.call(Ledger.insert_feedback(Feedback(f"r{i}", 0, "judge", scores, created_at=float(i))))
+
+        store(0, 90, 8, accepted)  # good answers the rule accepts
+        store(90, 10, 2, reviewed)  # bad ones it does not accept: no part of the accept risk
+        asyncio.run(monitor.refresh())
+        assert gauge(metrics, "see_certified_accept_risk_target") == 0.2
+        assert gauge(metrics, "see_certified_accepted_verdicts") == 90
+        assert gauge(metrics, "see_certified_accept_risk") == 0
+        assert gauge(metrics, "see_certified_accept_risk_alarm") == 0
+        store(100, 150, 2, accepted)  # the traffic drifts: accepted answers the judge now finds bad
+        asyncio.run(monitor.refresh())
+        risk = gauge(metrics, "see_certified_accept_risk")
+        assert risk > 0.5 and gauge(metrics, "see_certified_accept_risk_bound", bound="lower") > 0.2
+        assert gauge(metrics, "see_certified_accept_risk_alarm") == 1
+        assert {p.decision for p in ledger.call(Ledger.scored_pairs(limit=5))} == {"accept"}
+    finally:
+        ledger.close()

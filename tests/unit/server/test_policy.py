@@ -100,3 +100,20 @@ def test_an_override_is_looser_exactly_when_it_would_accept_more(override, loose
     server = PolicyThresholds()
     found = server.loosened_by(server.merged(override))
     assert bool(found) is looser and (not found or found[0][0] == next(iter(override)))
+
+
+def test_a_certified_policy_decides_and_flags_still_apply_on_top():
+    from server.policy import decide_certified
+    from tests.unit.selfeval.test_certified_policy import policy
+
+    certified = policy()
+    accepted = decide_certified(all_at(8), certified, DEFAULT)
+    assert accepted.action == "accept" and accepted.policy == certified.version
+    assert accepted.to_dict()["policy"] == certified.version
+    flagged = decide_certified(all_at(8), certified, DEFAULT, flags=["history_block_removed"])
+    assert flagged.action == "review" and "history_block_removed" in flagged.reasons[0]
+    assert decide_certified(None, certified, DEFAULT).action == DEFAULT.unavailable_action
+    # per-request thresholds add the hand-set rules on top: they can only make it stricter
+    tighter = decide_certified(all_at(8), certified, DEFAULT.merged({"escalate_below_quality": 0.95}), with_rules=True)
+    assert tighter.action == "escalate" and any(r.startswith("per-request thresholds") for r in tighter.reasons)
+    assert decide(all_at(8), DEFAULT).policy is None

@@ -1,0 +1,188 @@
+"""`see calibrate policy`: fit accept / review / escalate thresholds with a guarantee, check them, write them.
+
+Judged answers come from a human-labelled dataset (scored by the model through its own `/v1/score`, journaled
+and resumable) or from the ledger's judge verdicts. The thresholds are fitted on the calibration part
+(`evaluation/risk_control.py`: Learn-then-Test, exact binomial p-values), their realised risk and coverage
+are measured on the disjoint test part, and the policy is written beside the card as `see_policy.json`
+(fingerprinted to the checkpoint and its calibration map). A target the data cannot certify is refused with
+how many labelled answers would certify it. A running server picks the policy up at restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _realised(cell: dict | None) -> str:
+    if not cell or cell["risk"] is None:
+        return "-"
+    low, high = cell["risk_interval"]
+    return f"{_percent(cell['risk'])} [{100 * low:.1f}, {100 * high:.1f}] of {cell['passing']}"
+
+
+def candidates_table(rows: list[dict]) -> Table:
+    table = Table(title="candidate scores (calibration part -> test part)")
+    for column in ("score", "accept threshold", "certified bound", "calibration accepts", "test: bad | accept",
+                   "test accepts", "escalate below", "test: bad | not escalated"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "score" else "right")
+    for row in rows:
+        accept, escalate, test = row["accept"], row["escalate_below"], row.get("test_accept")
+        table.add_row(
+            row["score"],
+            f"{accept.threshold:.3f}" if accept else "none certified",
+            f"{accept.bound:.3f} ({accept.bad}/{accept.n})" if accept else "-",
+            _percent(row["calibration_coverage"]),
+            _realised(test),
+            _percent(test["coverage"]) if test else "-",
+            f"{escalate.threshold:.3f}" if escalate else "-",
+            _realised(row.get("test_not_escalated")),
+        )
+    return table
+
+
+def policy(
+    model: str = typer.Option(
+        "SmolLM2-135M-Instruct-hs2-distill", help="Checkpoint DIR or provisioned model name; the policy goes there"
+    ),
+    source: str = typer.Option("dataset", help="dataset (human labels, scored via /v1/score) or ledger (verdicts)"),
+    target_risk: float = typer.Option(0.1, min=0.001, max=0.999, help="Promise P(bad | accept) <= this"),
+    delta: float = typer.Option(0.05, min=0.0001, max=0.5, help="... with probability >= 1 - delta"),
+    bad_at_or_below: int = typer.Option(4, min=0, max=8, help="An answer is bad when judge helpfulness <= this"),
+    review_risk: float | None = typer.Option(
+        None, min=0.001, max=0.999, help="Also escalate, so that P(bad | not escalated) <= this (unset: no escalate)"
+    ),
+    score: str = typer.Option("auto", help="quality, helpfulness_above, or auto (both tried; delta split)"),
+    data: Path | None = typer.Option(None, help="dataset: labelled HelpSteer2 jsonl(.gz) (default: the shipped one)"),
+    half: str = typer.Option("eval.json", help="dataset: which half (never the half the model was trained on)"),
+    test_limit: int = typer.Option(
+        400,
+        min=2,
+        help="dataset: the test part is the seeded sample `see eval-labels --limit N` scores; the "
+        "calibration part is the rest of the half",
+    ),  # fmt: skip
+    scores: list[Path] = typer.Option(
+        [Path("runs/policy/scores.jsonl")],
+        help="dataset: /v1/score journal (resumable; an eval-labels journal works); repeat to read several, the "
+        "first takes what is still unscored",
+    ),
+    ledger: str | None = typer.Option(None, help="ledger: path or postgresql:// DSN (default: $SEE_LEDGER__URL)"),
+    judge: str | None = typer.Option(None, help="ledger: only this judge's verdicts"),
+    test_share: float = typer.Option(0.4, min=0.05, max=0.9, help="ledger: share of answers kept for the test"),
+    raw: bool = typer.Option(False, help="Fit on raw scores even when the model has a calibration map"),
+    seed: int = typer.Option(0, help="Seed of the splits"),
+    out: Path | None = typer.Option(None, help="Write here instead of MODEL/see_policy.json"),
+) -> None:
+    """Fit a certified accept / review / escalate policy for MODEL."""
+    from evaluation.policy_fit import PolicyRequest, fit_policy
+    from evaluation.risk_control import RiskControlError
+    from seecli.eval_labels import _model_dir
+    from selfeval.calibration import CalibrationError, calibration_path, card_fingerprint, load_calibration
+    from selfeval.card import CardError, load_card
+    from selfeval.certified_policy import SCORES, policy_path, write_policy
+
+    if source not in ("dataset", "ledger"):
+        raise typer.BadParameter("dataset or ledger", param_hint="--source")
+    if score != "auto" and score not in SCORES:
+        raise typer.BadParameter(f"auto or one of {list(SCORES)}", param_hint="--score")
+    if review_risk is not None and review_risk <= target_risk:
+        raise typer.BadParameter("must be above --target-risk (accepted answers are not escalated)", "--review-risk")
+    model_dir = _model_dir(model)
+    try:
+        card = load_card(model_dir)
+        mapping = (
+            None if raw or not calibration_path(model_dir).is_file() else load_calibration(calibration_path(model_dir))
+        )
+    except (CardError, CalibrationError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    fingerprint = card_fingerprint(card)
+    if source == "dataset":
+        calibration_part, test_part, described = _from_dataset(model_dir, data, half, test_limit, scores)
+    else:
+        calibration_part, test_part, described = _from_ledger(fingerprint, ledger, judge, test_share, seed)
+    console.print(f"{described}: {len(calibration_part)} answers to fit on, {len(test_part)} to test on")
+    request = PolicyRequest(target_risk, delta, bad_at_or_below, review_risk, score, seed)
+    try:
+        fitted, rows = fit_policy(
+            calibration_part, test_part, request, card_fingerprint=fingerprint, model_name=card.model_name,
+            calibration=mapping, source=described,
+        )  # fmt: skip
+    except RiskControlError as exc:
+        console.print(f"[red]{exc}; nothing written[/red]")
+        raise typer.Exit(1) from None
+    console.print(candidates_table(rows))
+    path = write_policy(out or policy_path(model_dir), fitted)
+    console.print(f"{fitted.accept_guarantee()} ({fitted.score} >= {fitted.accept.threshold:.3f})")
+    if fitted.review_guarantee():
+        console.print(f"{fitted.review_guarantee()} ({fitted.score} >= {fitted.escalate_below.threshold:.3f})")
+    console.print(f"wrote {path} ({fitted.version}); restart the server to decide with it")
+
+
+def _from_dataset(model_dir: Path, data: Path | None, half: str, test_limit: int, journals: list[Path]):
+    from evaluation.answers import AnswerError, local_sidecar
+    from evaluation.labelled import labelled_items, score_with_sidecar
+    from evaluation.policy_fit import from_journal
+    from selfeval.journal import read_records
+    from training.config import DEFAULT_DATA, REPO_ROOT
+    from training.data import DataError
+    from training.progress import progress_for
+
+    path = data or REPO_ROOT / DEFAULT_DATA
+    try:
+        items = labelled_items(path, half)
+        test_groups = {i.group for i in labelled_items(path, half, test_limit)}
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
+
+    def read_all() -> dict[str, dict]:
+        return {r["id"]: r for j in journals if j.exists() for r in read_records(j)}
+
+    journal = journals[0]
+    pending = [i for i in items if i.id not in read_all()]
+    if pending:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with (
+                progress_for(console) as progress,
+                local_sidecar(model_dir, journal.with_suffix(".sidecar.log")) as url,
+            ):
+                progress.start("score", f"/v1/score: {len(pending)} labelled answers", len(pending))
+                score_with_sidecar(url, pending, journal, 4, lambda: progress.advance("score"))
+                progress.finish("score")
+        except AnswerError as exc:
+            console.print(f"[red]{exc}[/red] (what was scored is journaled in {journal}: rerun to resume)")
+            raise typer.Exit(2) from None
+    records = read_all()
+    calibration_items = [i for i in items if i.group not in test_groups]
+    test_items = [i for i in items if i.group in test_groups]
+    described = f"{Path(path).name} [{half}]: calibration = the prompts outside `see eval-labels --limit {test_limit}`"
+    return from_journal(calibration_items, records), from_journal(test_items, records), described
+
+
+def _from_ledger(fingerprint: str, ledger: str | None, judge: str | None, test_share: float, seed: int):
+    from evaluation.policy_fit import from_ledger, in_test_part
+    from seecli.calibrate import default_ledger
+    from server.ledger import Ledger, LedgerError
+
+    try:
+        store = Ledger(ledger or default_ledger())
+    except LedgerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        pairs = store.call(Ledger.scored_pairs(card_fingerprint=fingerprint, judge=judge, newest=False), timeout=600)
+    finally:
+        store.close()
+    judged = from_ledger(pairs)
+    test = in_test_part(judged.groups, test_share, seed)
+    described = f"ledger verdicts of card {fingerprint} ({judge or 'all judges'}), test share {test_share:g}"
+    return judged.subset(~test), judged.subset(test), described
