@@ -85,7 +85,7 @@ def policy(
     """Fit a certified accept / review / escalate policy for MODEL."""
     from evaluation.policy_fit import PolicyRequest, fit_policy
     from evaluation.risk_control import RiskControlError
-    from seecli.eval_labels import _model_dir
+    from seecli.eval_labels import checkpoint_dir
     from selfeval.calibration import CalibrationError, calibration_path, card_fingerprint, load_calibration
     from selfeval.card import CardError, load_card
     from selfeval.certified_policy import SCORES, policy_path, write_policy
@@ -96,7 +96,7 @@ def policy(
         raise typer.BadParameter(f"auto or one of {list(SCORES)}", param_hint="--score")
     if review_risk is not None and review_risk <= target_risk:
         raise typer.BadParameter("must be above --target-risk (accepted answers are not escalated)", "--review-risk")
-    model_dir = _model_dir(model)
+    model_dir = checkpoint_dir(model)
     try:
         card = load_card(model_dir)
         mapping = (
@@ -117,7 +117,7 @@ def policy(
             calibration=mapping, source=described,
         )  # fmt: skip
     except RiskControlError as exc:
-        console.print(f"[red]{exc}; nothing written[/red]")
+        console.print(f"[red]{exc}; nothing written[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(candidates_table(rows))
     path = write_policy(out or policy_path(model_dir), fitted)

@@ -12,7 +12,7 @@ from rich.table import Table
 console = Console(stderr=True)
 
 
-def _model_dir(value: str) -> Path:
+def checkpoint_dir(value: str) -> Path:
     """A checkpoint directory, or a provisioned model's name (the default or the untrained base)."""
     from selfeval.models import NAMED_MODELS, prepare_named_model
 
@@ -67,8 +67,8 @@ def eval_labels(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         spec = LabelledSpec(
-            model=str(_model_dir(model)),
-            baseline_model=str(_model_dir(baseline_model)),
+            model=str(checkpoint_dir(model)),
+            baseline_model=str(checkpoint_dir(baseline_model)),
             data=str(data or REPO_ROOT / DEFAULT_DATA),
             half=half,
             limit=limit,
