@@ -28,6 +28,21 @@ def default_ledger() -> str:
     return os.environ.get("SEE_LEDGER__URL") or default_ledger_url()
 
 
+def ledger_verdicts(fingerprint: str, ledger: str | None, judge: str | None) -> list:
+    """Every verdict the ledger holds for the card (optionally of one judge), oldest first; exit 2 if unreachable."""
+    from server.ledger import Ledger, LedgerError
+
+    try:
+        store = Ledger(ledger or default_ledger())
+    except LedgerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        return store.call(Ledger.scored_pairs(card_fingerprint=fingerprint, judge=judge, newest=False), timeout=600)
+    finally:
+        store.close()
+
+
 def heldout_table(heldout: dict) -> Table:
     table = Table(title="held-out feedback: before -> after")
     for column in ("attribute", "ECE", "MAE", "NLL"):
@@ -60,7 +75,6 @@ def fit(
     from evaluation.recalibration import fit_map
     from selfeval.calibration import METHODS, calibration_path, card_fingerprint, write_calibration
     from selfeval.card import CardError, load_card
-    from server.ledger import Ledger, LedgerError
 
     if method not in METHODS:
         raise typer.BadParameter(f"method must be one of {list(METHODS)}", param_hint="--method")
@@ -69,15 +83,7 @@ def fit(
     except CardError as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from None
     fingerprint = card_fingerprint(card)
-    try:
-        store = Ledger(ledger or default_ledger())
-    except LedgerError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    try:
-        pairs = store.call(Ledger.scored_pairs(card_fingerprint=fingerprint, judge=judge, newest=False), timeout=600)
-    finally:
-        store.close()
+    pairs = ledger_verdicts(fingerprint, ledger, judge)
     who = f"judge {judge!r}" if judge else "all judges"
     if len(pairs) < min_feedback:
         console.print(

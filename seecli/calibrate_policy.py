@@ -170,19 +170,9 @@ def _from_dataset(model_dir: Path, data: Path | None, half: str, test_limit: int
 
 def _from_ledger(fingerprint: str, ledger: str | None, judge: str | None, test_share: float, seed: int):
     from evaluation.policy_fit import from_ledger, in_test_part
-    from seecli.calibrate import default_ledger
-    from server.ledger import Ledger, LedgerError
+    from seecli.calibrate import ledger_verdicts
 
-    try:
-        store = Ledger(ledger or default_ledger())
-    except LedgerError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    try:
-        pairs = store.call(Ledger.scored_pairs(card_fingerprint=fingerprint, judge=judge, newest=False), timeout=600)
-    finally:
-        store.close()
-    judged = from_ledger(pairs)
+    judged = from_ledger(ledger_verdicts(fingerprint, ledger, judge))
     test = in_test_part(judged.groups, test_share, seed)
     described = f"ledger verdicts of card {fingerprint} ({judge or 'all judges'}), test share {test_share:g}"
     return judged.subset(~test), judged.subset(test), described

@@ -13,8 +13,9 @@ with probability >= 1 - delta over the draw of the calibration set, for answers 
 - not escalated (score >= escalate_below.threshold, i.e. accept or review): P(bad | not escalated) <=
   escalate_below.target_risk. Below it: escalate. Without that threshold nothing is escalated on the score.
 
-The policy is tied to one checkpoint (card fingerprint) and to the calibration map it was fitted on (None =
-raw scores): the server refuses a policy fitted for another checkpoint or another map.
+The policy is tied to one checkpoint (card fingerprint) and to the scores it thresholds: raw (calibration_version
+None; the server then decides on raw scores even while it serves a calibration map) or those of one map: the
+server refuses a policy fitted for another checkpoint, or for a map it does not have.
 """
 
 from __future__ import annotations
@@ -124,17 +125,20 @@ class CertifiedPolicy:
         )
 
     def check_for(self, card_fingerprint: str, calibration_version: str | None) -> None:
+        """Refuse another checkpoint, or a policy fitted on calibrated scores of a map that is not the one
+        available (`calibration_version`; None = no map). A policy fitted on raw scores always applies: the
+        server decides with it on the raw scores, whatever map it serves."""
         if self.card_fingerprint != card_fingerprint:
             raise PolicyError(
                 f"this certified policy was fitted for card {self.card_fingerprint} ({self.model_name}), but the "
                 f"served checkpoint's card is {card_fingerprint}; refit it with `see calibrate policy` or remove it"
             )
-        if self.calibration_version != calibration_version:
-            fitted = self.calibration_version or "raw scores (no calibration map)"
-            served = calibration_version or "raw scores (no calibration map)"
+        if self.calibration_version is not None and self.calibration_version != calibration_version:
+            served = f"map {calibration_version}" if calibration_version else "no calibration map"
             raise PolicyError(
-                f"this certified policy was fitted on {fitted}, but the server would decide on {served}; its "
-                "guarantee would not apply: refit it with `see calibrate policy` or serve the map it was fitted on"
+                f"this certified policy thresholds scores calibrated by map {self.calibration_version}, but the "
+                f"server has {served}; its guarantee would not apply: refit it with `see calibrate policy` or "
+                "serve the map it was fitted on"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -60,13 +60,12 @@ def resolve_certified_policy(
     settings: Settings, model_dir: Path, card: ModelCard, calibration: CalibrationMap | None
 ) -> CertifiedPolicy | None:
     """The explicit policy file, else see_policy.json beside the card, else none; checked against the card and
-    against the scores the server decides on (calibrated when a map is loaded and used, else raw)."""
+    against the calibration map it may need."""
     path = settings.certified_policy_file or policy_path(model_dir)
     if not settings.use_certified_policy or not path.is_file():
         return None
     policy = load_policy(path)
-    decided_on = calibration.version if calibration is not None and settings.decide_on_calibrated else None
-    policy.check_for(card_fingerprint(card), decided_on)
+    policy.check_for(card_fingerprint(card), calibration.version if calibration is not None else None)
     log.info("certified policy %s loaded from %s: %s", policy.version, path, policy.accept_guarantee())
     return policy
 

@@ -341,15 +341,16 @@ class GenerationService:
         """The policy on the calibrated scores when a map is loaded (and allowed), else on the raw ones: the
         certified policy when one is loaded (per-request thresholds add to it, or replace it where the operator
         lets them loosen the policy), else the hand-set rules."""
-        distributions = readout.distributions if readout else None
-        if self.settings.decide_on_calibrated and (calibrated := self.calibrated(readout)) is not None:
-            distributions = calibrated
+        raw = readout.distributions if readout else None
+        calibrated = self.calibrated(readout)
+        distributions = calibrated if self.settings.decide_on_calibrated and calibrated is not None else raw
         flags = readout.flags if readout else ()
         thresholds = self.thresholds(overrides)
         if self.certified_policy is None or (overrides and self.settings.allow_looser_thresholds):
             decision = decide(distributions, thresholds, flags)
-        else:
-            decision = decide_certified(distributions, self.certified_policy, thresholds, flags, bool(overrides))
+        else:  # on the scores it was fitted on: raw, or those of the map it names (checked at start)
+            certified_on = calibrated if self.certified_policy.calibration_version is not None else raw
+            decision = decide_certified(certified_on, self.certified_policy, thresholds, flags, bool(overrides))
         self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.labelled import labelled_items
+from evaluation.labelled_metrics import auroc, prompt_resamples
+from evaluation.metrics import spearman
 from evaluation.policy_fit import distributions_of
 from evaluation.risk_control import realised, split_study
 from selfeval.certified_policy import load_policy, policy_path, policy_score
@@ -84,6 +86,23 @@ def whole_half_scores(items) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndar
     }
     bad = np.array([i.human["helpfulness"] <= BAD_AT_OR_BELOW for i in kept])
     return scores, bad, np.array([i.group for i in kept])
+
+
+def readout_on_whole_half(items) -> dict:
+    """Issue 15's headline numbers for our readout on all 1,000 held-out responses (bootstrap over prompts)."""
+    journal = {**by_id(JOURNAL), **by_id(EVAL / "scores_see-distilled.jsonl")}
+    kept = [i for i in items if i.id in journal and "skipped" not in journal[i.id]]
+    quality = np.array([journal[i.id]["predicted_quality"] for i in kept])
+    helpfulness = np.array([i.human["helpfulness"] for i in kept])
+    good = helpfulness > BAD_AT_OR_BELOW
+    draws = prompt_resamples(np.array([i.group for i in kept]), 1000, 0)
+    spearmans = [spearman(quality[d], helpfulness[d]) for d in draws]
+    aurocs = [auroc(quality[d], good[d]) for d in draws]
+    return {
+        "responses": len(kept),
+        "quality_spearman_vs_helpfulness": [spearman(quality, helpfulness), *np.percentile(spearmans, [2.5, 97.5])],
+        "auroc_bad": [auroc(quality, good), *np.percentile(aurocs, [2.5, 97.5])],
+    }
 
 
 def shipped_policy_check(test_items) -> dict:
@@ -162,6 +181,7 @@ def main() -> None:
     for target in TARGETS:
         print(f"200 splits of the whole half at target {target} ...", flush=True)
         whole_half[str(target)] = split_study(whole_scores, whole_bad, whole_groups, target, DELTA, splits=SPLITS)
+    whole_readout = readout_on_whole_half(calibration_items + test_items)
     curves = risk_coverage(scores, bad)
     metrics = {
         "calibration_part": {"responses": len(calibration_items), "scored": calibration_scored},
@@ -176,6 +196,7 @@ def main() -> None:
             "by_target": whole_half,
         },
         "risk_coverage": curves,
+        "readout_on_whole_half": whole_readout,
     }
     write_json_atomic(HERE / "metrics.json", metrics)
     plot(curves, shipped, HERE / "risk_coverage.png")
@@ -250,6 +271,16 @@ def report(m: dict) -> str:
         *_study_rows(m["split_study_whole_half"]["by_target"]),
         "",
         "Risk-coverage curves: `risk_coverage.png`.",
+        "",
+        "## The readout on the whole held-out half",
+        "",
+        "Issue 15's headline numbers for our readout alone on all {responses} held-out responses (95 % CI over "
+        "prompts): predicted quality vs human helpfulness Spearman {s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}], AUROC "
+        "for a bad response {a[0]:.2f} [{a[1]:.2f}, {a[2]:.2f}].".format(
+            responses=m["readout_on_whole_half"]["responses"],
+            s=m["readout_on_whole_half"]["quality_spearman_vs_helpfulness"],
+            a=m["readout_on_whole_half"]["auroc_bad"],
+        ),
         "",
     ]
     return "\n".join(lines)

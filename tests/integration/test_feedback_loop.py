@@ -303,8 +303,11 @@ def test_postgres_ledger_serves_calibrated_scores_and_survives_kill_9(
         running_server(model_dir, tmp_path, ledger__url=url, calibration_file=str(fitted_calibration)) as running,
         httpx.Client(base_url=running.url, timeout=300) as client,
     ):
-        evaluation = score(client, 7)["self_evaluation"]
+        scored = score(client, 7)
+        evaluation = scored["self_evaluation"]
         calibrated = evaluation["calibrated"]
+        # the shipped certified policy was fitted on raw scores: it still decides (on those), beside the map
+        assert scored["decision"]["policy"] == load_policy(policy_path(model_dir)).version
         assert calibrated["version"] == load_calibration(fitted_calibration).version
         assert set(calibrated["scores"]) == set(ATTRIBUTES)
         assert calibrated["scores"]["helpfulness"]["probs"] != evaluation["scores"]["helpfulness"]["probs"]

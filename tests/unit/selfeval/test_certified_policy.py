@@ -75,8 +75,13 @@ def test_a_policy_refuses_another_checkpoint_or_other_scores():
     certified.check_for("card", None)
     with pytest.raises(PolicyError, match="fitted for card card"):
         certified.check_for("other", None)
-    with pytest.raises(PolicyError, match="raw scores"):
-        certified.check_for("card", "vector-abc")
+    certified.check_for("card", "vector-abc")  # fitted on raw scores: applies beside any map
+    on_map = policy(calibration_version="vector-abc")
+    on_map.check_for("card", "vector-abc")
+    with pytest.raises(PolicyError, match="calibrated by map vector-abc, but the server has no calibration map"):
+        on_map.check_for("card", None)
+    with pytest.raises(PolicyError, match="has map vector-new"):
+        on_map.check_for("card", "vector-new")
 
 
 def test_an_escalate_threshold_above_accept_is_refused():
