@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.risk_control import RiskControlError, fit_scores, realised, refusal
+from evaluation.risk_control import RiskControlError, fit_scores, minimum_passing, realised, refusal
 from selfeval.calibration import CalibrationMap
 from selfeval.certified_policy import SCORES, CertifiedPolicy, policy_score
 from selfeval.readout import ScoreDistribution
@@ -108,6 +108,12 @@ def fit_policy(
     """The certified policy fitted on `calibration_part` and checked on `test_part`, and one summary row per
     candidate score (calibration coverage, test risk and coverage). Raises RiskControlError with advice."""
     names = SCORES if request.score == "auto" else (request.score,)
+    fewest = minimum_passing(request.target_risk, request.delta / len(names))
+    if len(calibration_part) < fewest:
+        raise RiskControlError(
+            f"only {len(calibration_part)} judged answers to fit on; certifying P(bad | accept) <= "
+            f"{request.target_risk:g} needs at least {fewest} accepted ones even if none is bad: collect more"
+        )
     bad = calibration_part.helpfulness <= request.bad_at_or_below
     candidates = {n: calibration_part.scores(n, request.bad_at_or_below, calibration) for n in names}
     fitted = fit_scores(

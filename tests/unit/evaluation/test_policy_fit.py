@@ -46,3 +46,10 @@ def test_the_ledger_split_is_deterministic_and_near_its_share():
     mask = in_test_part(groups, 0.4, seed=0)
     assert (mask == in_test_part(groups, 0.4, seed=0)).all() and abs(mask.mean() - 0.4) < 0.04
     assert (mask != in_test_part(groups, 0.4, seed=1)).any()
+
+
+def test_too_few_answers_are_refused_before_fitting():
+    request = PolicyRequest(target_risk=0.1, delta=0.05, bad_at_or_below=4)
+    empty = judged(0, 5)
+    with pytest.raises(RiskControlError, match="only 0 judged answers"):
+        fit_policy(empty, empty, request, card_fingerprint="c", model_name="m", calibration=None, source="none")
