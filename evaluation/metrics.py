@@ -1,6 +1,6 @@
 """Calibration metrics of self-scores against judge scores, with bootstrap 95 % intervals (pure numpy).
 
-Definitions (see-method.md s.9; the open questions of s.12 decided here, README "Evaluation" repeats them):
+Definitions (docs/method.md §9; the open questions of §12 decided here, README "Evaluation" repeats them):
 - The point self-score of an attribute is the argmax of the model's 0-9 distribution (ties -> lower score). Under
   greedy decoding that is the digit the model wrote; for a forced readout it is what it would have written.
 - quality: mean of the judge's helpfulness, correctness, coherence / 9 (the reward's term), averaged over prompts.

@@ -2,7 +2,7 @@
 
 Plots (matplotlib, Agg): a reliability diagram per attribute plus predicted quality, self vs judge score
 histograms, and confusion matrices of the point self-score against the judge. The comparison puts the paper's
-numbers (see-method.md s.10) in their own, clearly labelled columns and, when the runs were judged by more than
+numbers (docs/method.md §10) in their own, clearly labelled columns and, when the runs were judged by more than
 one judge, says whether each judge ranks the models the same way (cross-judge check).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from evaluation.metrics import Arrays, Example
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
-# The paper's HelpSteer2-validation numbers (Qwen3-4B-Base, GPT-5.4 judge; see-method.md s.10). A different model,
+# The paper's HelpSteer2-validation numbers (Qwen3-4B-Base, GPT-5.4 judge; docs/method.md §10). A different model,
 # judge and prompt set from any CPU run: shown for orientation only.
 PAPER_COLUMNS = {
     "paper: base": {"quality": 0.644, "calibration": 0.632, "top5_digits": 0.7707},
@@ -37,7 +37,7 @@ PAPER_COLUMNS = {
 }
 PAPER_NOTE = (
     "Paper columns: Qwen3-4B-Base trained with SEE on a GPU, judged by GPT-5.4 on HelpSteer2 validation "
-    "(see-method.md s.10; top-5 ranking scope unstated there). They are not comparable to a CPU run on the "
+    "(docs/method.md §10; top-5 ranking scope unstated there). They are not comparable to a CPU run on the "
     "default model with the rule-based judge and are shown only for orientation."
 )
 HEADLINE = (

@@ -1,7 +1,7 @@
 """The [SELF_EVAL] block: canonical rendering, strict parsing and digit character spans.
 
-Canonical bytes (see-method.md s.1.2): answer, two newlines, `[SELF_EVAL]`, newline, Python-default JSON of
-the five scores in fixed order, newline, `[/SELF_EVAL]`, nothing after. Parsing follows s.1.5 exactly and
+Canonical bytes (docs/method.md §1.2): answer, two newlines, `[SELF_EVAL]`, newline, Python-default JSON of
+the five scores in fixed order, newline, `[/SELF_EVAL]`, nothing after. Parsing follows §1.5 exactly and
 raises `BlockParseError` naming the rule that failed, so callers can count failure kinds. One deliberate
 tightening: a score must be written as one digit (the reference parser would accept `-0`), because the
 readout needs each score to live at exactly one digit position.
@@ -96,7 +96,7 @@ def forced_token_layout(encode, answer: str, digit_token_ids: Sequence[int]) -> 
 
 
 def parse_output(text: str) -> ParsedOutput:
-    """Strictly parse answer + block (see-method.md s.1.5); raise BlockParseError naming the failed rule."""
+    """Strictly parse answer + block (docs/method.md §1.5); raise BlockParseError naming the failed rule."""
     if not isinstance(text, str):
         raise BlockParseError("layout", f"output must be a string, got {type(text).__name__}")
     opens, closes = len(_OPEN_RE.findall(text)), len(_CLOSE_RE.findall(text))

@@ -1,7 +1,7 @@
 """The external judge: its prompts, a strict reading of its answer, and an async client with a disk cache.
 
 Used by training's reward, by evaluation and by the server's shadow judging, so the judge contract lives here
-once. The judge is any OpenAI-compatible chat endpoint. Choices (see-method.md s.2):
+once. The judge is any OpenAI-compatible chat endpoint. Choices (docs/method.md §2):
 - Prompts: the paper's system prompt and user message with HelpSteer2 reference responses as calibration
   anchors (`references`), or a reference-free variant for prompt sets without anchors (`references=None`).
 - Strict: the reply must be pure JSON with exactly the five keys and ints 0-9; anything else is a judge format
@@ -131,7 +131,7 @@ class JudgeSettings:
 def judge_messages(
     conversation: Sequence[Mapping[str, str]], answer: str, references: Sequence[Reference] | None
 ) -> list[dict[str, str]]:
-    """System + user message for one judgement (see-method.md s.2.2); `references=None` is reference-free."""
+    """System + user message for one judgement (docs/method.md §2.2); `references=None` is reference-free."""
     turns = "\n\n".join(f"[{m['role'].capitalize()}]\n{m['content']}" for m in conversation)
     parts = [turns]
     if references is not None:

@@ -1,6 +1,6 @@
 """The SEE prompts: the paper's base-model completion prompt and a chat mode for instruct models.
 
-`see-base` (see-method.md s.1.3) is one plain completion prefix: instruction block, six few-shot examples,
+`see-base` (docs/method.md §1.3) is one plain completion prefix: instruction block, six few-shot examples,
 four closing instructions, the real conversation as `Label: content` paragraphs, and a trailing
 `Final assistant output:\n`. Training and serving must produce it byte for byte, so it is built here only.
 `chat` wraps the conversation for an instruct model's own chat template: the SEE instruction goes into the
@@ -61,7 +61,7 @@ INSTRUCTION = "\n\n".join(
     ]
 )
 
-# (user request, answer, helpfulness, correctness, coherence, complexity, verbosity): see-method.md s.1.3
+# (user request, answer, helpfulness, correctness, coherence, complexity, verbosity): docs/method.md §1.3
 FEW_SHOT_EXAMPLES: tuple[tuple[str, str, int, int, int, int, int], ...] = (
     ("What is 2 + 2?", "2 + 2 equals 4.", 8, 8, 8, 0, 0),
     (

@@ -1,4 +1,4 @@
-"""The five HelpSteer2 attributes, their fixed order and the 0-9 scale (see-method.md s.1.1).
+"""The five HelpSteer2 attributes, their fixed order and the 0-9 scale (docs/method.md §1.1).
 
 The order matters everywhere (parsing, rendering, readout), so it lives here once. HelpSteer2's human
 labels are 0-4 and map to the 0-9 scale by literal doubling, so anchors derived from them are always even.

@@ -4,7 +4,7 @@ generated: the model wrote a valid block; each score's distribution is read at t
   it wrote (the digit logprobs came with the generation at no extra cost).
 forced: otherwise, the canonical block is teacher-forced after the stripped answer and each digit is read in
   turn, the previous digits filled with their argmax (what greedy decoding would write). The context is the
-  canonical re-rendering (as in masked distillation, see-method.md s.5.2), so the same answer always gets the
+  canonical re-rendering (as in masked distillation, docs/method.md §5.2), so the same answer always gets the
   same readout (to the last float digits: the prefix cache may split the context into other chunks); prefix
   caching keeps the five one-token steps cheap, each recomputing its context back to the last full KV block.
 Scores are never invented: if neither works the result says `unavailable` and why.

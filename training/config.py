@@ -3,7 +3,7 @@
 Building a config imports no torch. A run saves its resolved config (`config.yaml`) and a resumed run must be
 started with the same one (the loop refuses a mismatch instead of mixing two experiments in one directory).
 Presets live in `training/presets/*.yaml`; a preset only lists what differs from the defaults below, which are
-the paper's values (see-method.md s.3-7).
+the paper's values (docs/method.md §3-7).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    kind: str = "see"  # see, or rlcr (the adapted-RLCR baseline of s.11)
+    kind: str = "see"  # see, or rlcr (the adapted-RLCR baseline of §11)
     w_quality: float = 0.7
     w_calibration: float = 0.3
     calibration_gamma: float = 2.0

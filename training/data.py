@@ -1,6 +1,6 @@
 """HelpSteer2 rows -> prompt groups with their reference responses -> the fixed training window.
 
-Choices (see-method.md s.7.1, s.7.3, s.8):
+Choices (docs/method.md §7.1, §7.3, §8):
 - Rows must have the HelpSteer2 keys with 0-4 integer labels (the subset's provenance keys are allowed);
   anything else is an error naming the line, never a silently skipped row.
 - Multi-turn prompts use `<extra_id_1>` between turns: the text before the first marker is the first user

@@ -1,12 +1,12 @@
 """Masked judge distillation: rollouts -> judge-relabelled rows -> balanced selection -> SFT on five digit tokens.
 
-Choices (see-method.md s.5.2-6, s.12):
+Choices (docs/method.md §5.2-6, §12):
 - A row is prompt + stripped answer + the canonical block carrying the JUDGE's scores; only the five score
   digits are supervised (character spans from `selfeval.block`, token overlap via the tokenizer's offsets;
   exactly five supervised tokens per row, each one digit, or the row is refused with an error).
 - Balanced selection: 25 buckets (attribute x judge-score bin), shuffled, round-robin under a per-prompt cap,
   seeded, then a random fill; `largest_mae` is the reference's alternative.
-- Quirks of the reference fixed on purpose (s.6, s.12.9): the loss is the mean over every supervised token of
+- Quirks of the reference fixed on purpose (§6, §12 item 9): the loss is the mean over every supervised token of
   an optimiser step (transformers' `num_items_in_batch`), so a short final accumulation group is not
   under-weighted; and on GPU the weights stay fp32 under bf16 autocast, so lr 2e-6 updates are not rounded away.
 """
@@ -86,7 +86,7 @@ def bin_of(score: int) -> int:
 
 
 def select_rows(rows: list[SftRow], config: SFTConfig, seed: int) -> list[SftRow]:
-    """At most `max_samples` rows, each prompt at most `per_prompt_cap` times (see-method.md s.5.3)."""
+    """At most `max_samples` rows, each prompt at most `per_prompt_cap` times (docs/method.md §5.3)."""
     if len(rows) <= config.max_samples:
         return list(rows)
     rng = random.Random(seed)

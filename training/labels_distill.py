@@ -2,7 +2,7 @@
 
 The model learns to predict the human labels of a judged set. A row is a labelled (conversation, response) pair
 of the configured half of the data, scored by the labels judge; the response is the answer and the canonical
-block follows with the human digits; the loss is on the five digit tokens only (see-method.md s.5.2). Choices:
+block follows with the human digits; the loss is on the five digit tokens only (docs/method.md §5.2). Choices:
 - Rows use the token layout of the server's forced readout (`selfeval.block.forced_token_layout`): what trains
   is exactly the readout `/v1/score` serves. Rows over `sft.max_length` tokens are left out and counted, never
   truncated (a cut answer is not the answer the humans judged).

@@ -4,7 +4,7 @@ Layout of a run directory:
     config.yaml, run_manifest.json, window.jsonl (+ _summary.json), judge_cache.jsonl
     cycle_<c>/cycle_manifest.json, rl/{rollouts.jsonl, steps.jsonl, trainer/, model/}, sft_data/, sft_model/
     final/   the last cycle's SFT model with its see_card.json (`see serve --model RUN/final`)
-Resume (see-method.md s.7.2, fixed): every phase records itself in the cycle manifest only when its outputs are
+Resume (docs/method.md §7.2, fixed): every phase records itself in the cycle manifest only when its outputs are
 complete, and a restarted run skips recorded phases. An RL phase that was cut short resumes from its newest
 complete checkpoint (`rl.checkpoint_every`; its journals drop the steps after it), any other phase is redone
 from its input; judge calls come from the judge cache, so nothing is paid twice. What resume needs is kept: the

@@ -1,8 +1,8 @@
-"""The SEE reward (see-method.md s.3) and the adapted-RLCR baseline reward (s.11), pure functions.
+"""The SEE reward (docs/method.md §3) and the adapted-RLCR baseline reward (§11), pure functions.
 
 SEE: reward = w_q * quality + w_c * (1 - MAE/9)^gamma over a valid output, with quality the judge's mean of
 the three quality attributes / 9 and MAE over all five self-vs-judge scores. An invalid output gets the format
-penalty with every component 0 and is never sent to the judge. RLCR-style (unconfirmed port, s.11):
+penalty with every component 0 and is never sent to the judge. RLCR-style (unconfirmed port, §11):
 reward = quality - mean_d ((s_d - j_d) / 9)^2, the Brier-like term replacing calibration^gamma.
 """
 

@@ -1,6 +1,6 @@
 """The RL phase: calibration-coupled GRPO on TRL's GRPOTrainer, with the judge in the reward and a rollout log.
 
-Choices (see-method.md s.4-5.1):
+Choices (docs/method.md §4-5.1):
 - GRPO is set explicitly (TRL's defaults differ): KL as a loss term with coefficient 0.01 (TRL's estimator is
   k3, verl's `low_var_kl`), group-normalised advantages, clip 0.2, one PPO epoch, token-mean aggregation over
   the step (`dapo`, verl's default), entropy bonus 0.001, constant LR 1e-6, sampling 0.8 / 0.9 / top-k 25.

@@ -28,7 +28,7 @@ def test_perfect_self_scores_get_full_calibration():
 
 
 def test_gamma_amplifies_errors_as_documented():
-    # see-method.md s.3: a mean error of 2 points gives calibration 0.605 with gamma 2
+    # docs/method.md §3: a mean error of 2 points gives calibration 0.605 with gamma 2
     judge = dict.fromkeys(SELF, 4)
     own = dict.fromkeys(SELF, 6)
     assert score_reward(own, judge, RewardConfig()).calibration == pytest.approx((7 / 9) ** 2)
