@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from selfeval.rubric import ATTRIBUTES, QUALITY_ATTRIBUTES, SCALE_MAX
+from selfeval.rubric import QUALITY_ATTRIBUTES, SCALE_MAX
 
 
 class ReadoutError(ValueError):
@@ -93,8 +93,3 @@ def distribution_from_token_logprobs(
 def predicted_quality(distributions: Mapping[str, ScoreDistribution]) -> float:
     """Mean expected score of the three quality attributes, divided by the scale maximum: on [0, 1]."""
     return sum(distributions[a].expected for a in QUALITY_ATTRIBUTES) / (len(QUALITY_ATTRIBUTES) * SCALE_MAX)
-
-
-def ordered(distributions: Mapping[str, ScoreDistribution]) -> dict[str, ScoreDistribution]:
-    """The five distributions in canonical attribute order (all five must be present)."""
-    return {a: distributions[a] for a in ATTRIBUTES}
