@@ -40,46 +40,6 @@ def minimum_passing(target: float, delta: float) -> int:
     return math.ceil(math.log(delta) / math.log1p(-target))
 
 
-def binomial_cdf_many(bad: np.ndarray, n: np.ndarray, p: float | np.ndarray) -> np.ndarray:
-    """P(Binomial(n_j, p_j) <= bad_j) for every j at once (log-space, exact; p a number or one per j)."""
-    top = int(n.max()) if len(n) else 0
-    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, top + 1)))])
-    i = np.arange(top + 1)[None, :]
-    n_col, bad_col = n[:, None], bad[:, None]
-    p_col = np.broadcast_to(np.asarray(p, float), n.shape)[:, None]
-    valid = i <= bad_col
-    safe_i = np.where(valid, i, 0)
-    terms = (
-        log_factorial[n_col] - log_factorial[safe_i] - log_factorial[np.maximum(n_col - safe_i, 0)]
-        + safe_i * np.log(p_col) + (n_col - safe_i) * np.log1p(-p_col)
-    )  # fmt: skip
-    terms = np.where(valid, terms, -np.inf)
-    peak = terms.max(axis=1, keepdims=True)
-    return np.minimum(1.0, np.exp(peak[:, 0]) * np.exp(terms - peak).sum(axis=1))
-
-
-def upper_bounds_many(bad: np.ndarray, n: np.ndarray, delta: float) -> np.ndarray:
-    """One-sided (1 - delta) Clopper-Pearson upper bounds for every (bad, n) at once; 1 where n = 0 or all bad."""
-    low, high = np.zeros(len(n)), np.ones(len(n))
-    open_ = (n > 0) & (bad < n)
-    for _ in range(binomial.BISECTION_STEPS):
-        middle = (low + high) / 2
-        above = np.zeros(len(n), dtype=bool)
-        if open_.any():
-            above[open_] = binomial_cdf_many(bad[open_], n[open_], middle[open_]) > delta
-        low, high = np.where(above, middle, low), np.where(above, high, middle)
-    return np.where(open_, high, 1.0)
-
-
-def interval_fast(bad: int, n: int, confidence: float = 0.95) -> list[float]:
-    """binomial.interval, vectorised (for large counts): lower(k, n) = 1 - upper(n - k, n)."""
-    if n == 0:
-        return [0.0, 1.0]
-    tail = (1.0 - confidence) / 2
-    upper = upper_bounds_many(np.array([bad, n - bad]), np.array([n, n]), tail)
-    return [0.0 if bad == 0 else float(1.0 - upper[1]), float(upper[0])]
-
-
 COVERAGE_GRID = np.arange(1, 41) / 40  # candidate thresholds: those passing 2.5 %, 5 %, ... 100 % of the answers
 ORDER_SHARE = 1 / 3  # share of the calibration answers that learns the testing order; the rest tests
 
@@ -125,13 +85,13 @@ def certify(
     thresholds = grid_thresholds(scores)
     learn = order_split(len(scores), groups, seed)
     n_learn, bad_learn = counts(scores[learn], bad[learn], thresholds)
-    ranking = upper_bounds_many(bad_learn, n_learn, delta)
+    ranking = binomial.upper_bounds(bad_learn, n_learn, delta)
     order = sorted(range(len(thresholds)), key=lambda j: (ranking[j], -n_learn[j]))
     n_test, bad_test = counts(scores[~learn], bad[~learn], thresholds)
     tested = [j for j in order if n_test[j] >= minimum_passing(target, delta)]
     if not tested:
         return None
-    p_values = binomial_cdf_many(bad_test[tested], n_test[tested], target)
+    p_values = binomial.cdf(bad_test[tested], n_test[tested], target)
     failures = np.flatnonzero(p_values > delta)
     rejected = tested[: failures[0] if len(failures) else len(tested)]
     if not rejected:
@@ -158,9 +118,9 @@ def realised(scores: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
         "passing": n,
         "bad": bad_count,
         "risk": bad_count / n if n else None,
-        "risk_interval": interval_fast(bad_count, n),
+        "risk_interval": list(binomial.interval(bad_count, n)),
         "coverage": n / len(scores) if len(scores) else None,
-        "coverage_interval": interval_fast(n, len(scores)),
+        "coverage_interval": list(binomial.interval(n, len(scores))),
     }
 
 

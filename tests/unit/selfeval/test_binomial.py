@@ -24,6 +24,15 @@ def test_two_sided_interval_matches_published_clopper_pearson_values():
     assert binomial.interval(0, 0) == (0.0, 1.0)
 
 
+def test_the_cdf_agrees_with_a_direct_sum_for_many_at_once():
+    import numpy as np
+
+    bad, n = np.array([0, 3, 16, 40, 5]), np.array([10, 30, 100, 40, 3])
+    pairs = zip(bad.tolist(), n.tolist(), strict=True)
+    direct = [sum(math.comb(m, i) * 0.2**i * 0.8 ** (m - i) for i in range(min(b, m) + 1)) for b, m in pairs]
+    assert binomial.cdf(bad, n, 0.2) == pytest.approx(direct, rel=1e-9)
+
+
 def test_bounds_bracket_the_observed_rate_and_tighten_with_data():
     assert binomial.lower_bound(10, 100, 0.05) < 0.1 < binomial.upper_bound(10, 100, 0.05)
     assert binomial.upper_bound(100, 1000, 0.05) < binomial.upper_bound(10, 100, 0.05)
