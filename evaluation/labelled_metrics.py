@@ -1,6 +1,6 @@
 """Self-scores and baselines against human labels, with bootstrap intervals over prompts and paired differences.
 
-Definitions (README "Evaluation against human labels" repeats them):
+Definitions (docs/evaluation.md "Against human labels" repeats them):
 - Targets: the five attributes (human 0-4 labels doubled onto 0-9) and `quality`, whose human value is the
   human helpfulness (the product's headline: does the predicted quality rank answers as people do?).
 - A predictor gives, per response, a 0-9 distribution per attribute (`distribution`: the sidecar's readout;
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.metrics import Arrays, average_ranks, digit_ece, interval, spearman, topk_digits
+from evaluation.metrics import Arrays, average_ranks, interval, spearman, topk_digits
+from selfeval.calibration_error import digit_ece
 from selfeval.rubric import ATTRIBUTES, QUALITY_ATTRIBUTES, SCALE_MAX
 
 TARGETS = (*ATTRIBUTES, "quality")

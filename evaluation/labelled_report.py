@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.labelled_metrics import BAD_HELPFULNESS_MAX, LOWER_IS_BETTER, TARGETS, Predictor
-from evaluation.metrics import binned
+from selfeval.calibration_error import binned
 from selfeval.rubric import ATTRIBUTES
 
 METRIC_NAMES = {

@@ -1,6 +1,6 @@
 """Calibration metrics of self-scores against judge scores, with bootstrap 95 % intervals (pure numpy).
 
-Definitions (docs/method.md §9; the open questions of §12 decided here, README "Evaluation" repeats them):
+Definitions (docs/method.md §9; the open questions of §12 decided here, docs/evaluation.md repeats them):
 - The point self-score of an attribute is the argmax of the model's 0-9 distribution (ties -> lower score). Under
   greedy decoding that is the digit the model wrote; for a forced readout it is what it would have written.
 - quality: mean of the judge's helpfulness, correctness, coherence / 9 (the reward's term), averaged over prompts.
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from selfeval.calibration_error import BINS, binned, digit_ece, ece  # noqa: F401  (re-exported)
 from selfeval.rubric import ATTRIBUTES, QUALITY_ATTRIBUTES, SCALE_MAX
 
 TOP_K = (1, 3, 5)
-BINS = 10
 LOG_FLOOR = 1e-12
 _DIGITS = np.arange(SCALE_MAX + 1)
 _QUALITY = [ATTRIBUTES.index(a) for a in QUALITY_ATTRIBUTES]
@@ -162,37 +162,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     rx, ry = average_ranks(np.asarray(x, float)), average_ranks(np.asarray(y, float))
     rx, ry = rx - rx.mean(), ry - ry.mean()
     return float((rx * ry).sum() / np.sqrt((rx * rx).sum() * (ry * ry).sum()))
-
-
-def binned(confidence: np.ndarray, outcome: np.ndarray, bins: int = BINS) -> list[dict]:
-    """Equal-width bins on [0, 1]: count, mean confidence and mean outcome per non-empty bin."""
-    index = np.minimum((np.asarray(confidence) * bins).astype(int), bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            rows.append(
-                {
-                    "bin": [b / bins, (b + 1) / bins],
-                    "count": int(mask.sum()),
-                    "confidence": float(confidence[mask].mean()),
-                    "outcome": float(outcome[mask].mean()),
-                }
-            )
-    return rows
-
-
-def ece(confidence: np.ndarray, outcome: np.ndarray, bins: int = BINS) -> float:
-    """Expected calibration error: sum over bins of (share of items) x |mean outcome - mean confidence|."""
-    total = len(confidence)
-    return float(
-        sum(r["count"] / total * abs(r["outcome"] - r["confidence"]) for r in binned(confidence, outcome, bins))
-    )
-
-
-def digit_ece(probs: np.ndarray, judge: np.ndarray) -> float:
-    """Top-label ECE of (m, 10) distributions against judge digits (m,)."""
-    return ece(probs.max(axis=1), (probs.argmax(axis=1) == judge).astype(float))
 
 
 # ---- bootstrap ------------------------------------------------------------------------------------------------

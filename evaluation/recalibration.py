@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.metrics import digit_ece
 from selfeval.calibration import LOG_FLOOR, AttributeMap, CalibrationMap
+from selfeval.calibration_error import digit_ece
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 
 DIGITS = SCALE_MAX + 1

@@ -19,6 +19,11 @@ class ReadoutError(ValueError):
     """Digit log-probabilities that cannot form a distribution (wrong count, NaN, all -inf)."""
 
 
+def expected_score(probs: Sequence[float]) -> float:
+    """The expected score of a 0-9 distribution."""
+    return sum(score * p for score, p in enumerate(probs))
+
+
 @dataclass(frozen=True)
 class ScoreDistribution:
     """The model's 0-9 distribution for one attribute and its summary statistics."""
@@ -29,7 +34,7 @@ class ScoreDistribution:
 
     @property
     def expected(self) -> float:
-        return sum(score * p for score, p in enumerate(self.probs))
+        return expected_score(self.probs)
 
     @property
     def argmax(self) -> int:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.metrics import digit_ece
+from selfeval.calibration_error import digit_ece
+from selfeval.readout import expected_score
 from selfeval.rubric import ATTRIBUTES
 from server.ledger import Ledger, ScoredPair
 from server.metrics import ServiceMetrics
@@ -32,10 +33,6 @@ from server.risk_monitor import AcceptRiskMonitor
 from server.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
-
-
-def expected_score(probs: Sequence[float]) -> float:
-    return sum(k * p for k, p in enumerate(probs))
 
 
 def absolute_errors(distributions: Mapping[str, Sequence[float]], scores: Mapping[str, int]) -> dict[str, float]:

@@ -1,0 +1,51 @@
+"""The layers, checked on the import graph (every import statement, including those inside functions).
+
+selfeval/ (the SEE contract) imports none of our packages; server/ and training/ import neither each other
+nor evaluation/ (or the command line, or the benchmarks); the SDK imports nothing of the server side.
+Higher layers (evaluation/, seecli/, bench/) may import the ones below them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SDK = REPO / "clients" / "python" / "see_client"
+OURS = {"selfeval", "server", "training", "evaluation", "seecli", "bench", "see_client"}
+FORBIDDEN = {
+    "selfeval": OURS - {"selfeval"},
+    "server": {"training", "evaluation", "seecli", "bench"},
+    "training": {"server", "evaluation", "seecli", "bench"},
+    "see_client": OURS - {"see_client"},
+}
+
+
+def package_dir(name: str) -> Path:
+    return SDK if name == "see_client" else REPO / name
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_import_runs_up_or_across_the_layers(package):
+    files = sorted(package_dir(package).rglob("*.py"))
+    assert files, f"no Python files under {package_dir(package)}"
+    crossings = {str(path.relative_to(REPO)): sorted(imported_packages(path) & FORBIDDEN[package]) for path in files}
+    assert {path: found for path, found in crossings.items() if found} == {}
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from evaluation.metrics import spearman\n", encoding="utf-8")
+    assert imported_packages(module) == {"evaluation"}
