@@ -200,7 +200,7 @@ def render_report(metrics: dict, plot_names: Sequence[str]) -> str:
                 f"(position-consistent verdicts {pairwise['position_consistency']:.2f}) |"
             )
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plot_names]
-    lines += ["", 'Metric definitions: `evaluation/metrics.py` docstring and README "Evaluation".', ""]
+    lines += ["", "Metric definitions: `evaluation/metrics.py` docstring and docs/evaluation.md.", ""]
     return "\n".join(lines)
 
 
