@@ -32,12 +32,12 @@ test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
-	$(VENV)/bin/python bench/bench_generate.py $(ARGS)
-	$(VENV)/bin/python bench/bench_chat_stream.py
-	$(VENV)/bin/python bench/bench_readout.py
-	$(VENV)/bin/python bench/bench_judge.py
-	$(VENV)/bin/python bench/bench_sft.py
-	$(VENV)/bin/python bench/bench_grpo.py
+	$(VENV)/bin/python -m bench.bench_generate $(ARGS)
+	$(VENV)/bin/python -m bench.bench_chat_stream
+	$(VENV)/bin/python -m bench.bench_readout
+	$(VENV)/bin/python -m bench.bench_judge
+	$(VENV)/bin/python -m bench.bench_sft
+	$(VENV)/bin/python -m bench.bench_grpo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ stopping at `[/SELF_EVAL]` everywhere, at concurrency 1, 8 and 16. TTFT is the t
 to the first chunk with non-empty content; tokens come from the servers' usage chunks. Results go to
 bench/results/chat-stream-*.json and chat-stream-latest.md.
 
-    python bench/bench_chat_stream.py [--max-tokens 128] [--concurrency 1 8 16]
+    python -m bench.bench_chat_stream [--max-tokens 128] [--concurrency 1 8 16]
 """
 
 from __future__ import annotations
@@ -17,15 +17,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     PROMPTS,
     RESULTS,
     STOCK_MODEL_NAME,
@@ -35,9 +31,9 @@ from bench.common import (  # noqa: E402
     stamp,
     stock_vllm_server,
 )
-from selfeval.block import CLOSE_TAG  # noqa: E402
-from selfeval.models import prepare_default_model  # noqa: E402
-from selfeval.prompts import build_chat_messages  # noqa: E402
+from selfeval.block import CLOSE_TAG
+from selfeval.models import prepare_default_model
+from selfeval.prompts import build_chat_messages
 
 TTFT_GOAL = 0.10  # time to first token within 10 % of stock vLLM
 

@@ -5,7 +5,7 @@
 Each at concurrency 1 and 8, greedy, `max_tokens` 128. The servers run one after the other on this machine,
 so the ratios come from one run; results go to bench/results/ as JSON and a Markdown table.
 
-    python bench/bench_generate.py [--requests 8] [--max-tokens 128]
+    python -m bench.bench_generate [--requests 8] [--max-tokens 128]
 """
 
 from __future__ import annotations
@@ -14,16 +14,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     PROMPTS,
     RESULTS,
     machine,
@@ -32,8 +27,8 @@ from bench.common import (  # noqa: E402
     stamp,
     stock_vllm_server,
 )
-from selfeval.models import prepare_default_model  # noqa: E402
-from selfeval.prompts import build_chat_messages  # noqa: E402
+from selfeval.models import prepare_default_model
+from selfeval.prompts import build_chat_messages
 
 
 async def run_load(send, requests: int, concurrency: int) -> dict:

@@ -12,8 +12,8 @@ A preset runs as written except for what a bench machine cannot hold: its `rl.st
 matches), and for `paper` on a machine without its base model the default model (or --random-init) with the
 completion and prompt lengths capped (--paper-max-completion, --paper-max-prompt); the report says so.
 
-    python bench/bench_grpo.py                                   # cpu-smoke and paper (capped) on this machine
-    python bench/bench_grpo.py --presets paper --random-init --paper-steps 3 --paper-max-completion 1024
+    python -m bench.bench_grpo                                   # cpu-smoke and paper (capped) on this machine
+    python -m bench.bench_grpo --presets paper --random-init --paper-steps 3 --paper-max-completion 1024
                                                                  # GPU: small random-initialised model
 
 Results: bench/results/grpo-<stamp>.json and grpo-latest.md.
@@ -25,13 +25,10 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, machine, small_random_model, stamp  # noqa: E402
+from bench.common import RESULTS, machine, small_random_model, stamp
 
 
 def random_init_model(scratch: Path) -> Path:

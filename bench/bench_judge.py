@@ -5,7 +5,7 @@ answers at a given concurrency, cold (every call goes out) and then warm (every 
 wall time is calls x latency / concurrency; efficiency = ideal / measured. Results go to
 bench/results/judge-*.json and judge-latest.md.
 
-    python bench/bench_judge.py [--calls 192] [--latency 0.25] [--concurrency 1 8 24]
+    python -m bench.bench_judge [--calls 192] [--latency 0.25] [--concurrency 1 8 24]
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, machine, stamp  # noqa: E402
-from selfeval.judge import JudgeClient, JudgeSettings  # noqa: E402
-from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge  # noqa: E402
+from bench.common import RESULTS, machine, stamp
+from selfeval.judge import JudgeClient, JudgeSettings
+from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
 CONVERSATION = [{"role": "user", "content": "Explain briefly why the sky is blue."}]
 

@@ -21,7 +21,7 @@ With the chat workload the sidecar's /metrics give the readout profile: engine s
 taken from the prefix cache vs computed, time queued in the engine, readout wall time; and the floor: the tokens a
 readout has to compute at least (the block after the answer) in five dependent steps.
 
-    python bench/bench_readout.py [--rounds 2] [--max-tokens 64] [--concurrency 8]
+    python -m bench.bench_readout [--rounds 2] [--max-tokens 64] [--concurrency 8]
 
 Results: bench/results/readout-<stamp>.json and readout-latest.md.
 """
@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,10 +39,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.bench_chat_stream import chat_body, one_stream  # noqa: E402
-from bench.common import (  # noqa: E402
+from bench.bench_chat_stream import chat_body, one_stream
+from bench.common import (
     RESULTS,
     STOCK_MODEL_NAME,
     machine,
@@ -52,13 +49,13 @@ from bench.common import (  # noqa: E402
     stock_engine_flags,
     stock_vllm_server,
 )
-from evaluation.prompt_sets import load_prompt_set  # noqa: E402
-from selfeval.block import CLOSE_TAG, forced_token_layout  # noqa: E402
-from selfeval.card import load_card  # noqa: E402
-from selfeval.models import prepare_default_model  # noqa: E402
-from selfeval.prompts import render_prompt  # noqa: E402
-from training.config import DEFAULT_DATA, REPO_ROOT  # noqa: E402
-from training.data import load_groups  # noqa: E402
+from evaluation.prompt_sets import load_prompt_set
+from selfeval.block import CLOSE_TAG, forced_token_layout
+from selfeval.card import load_card
+from selfeval.models import prepare_default_model
+from selfeval.prompts import render_prompt
+from training.config import DEFAULT_DATA, REPO_ROOT
+from training.data import load_groups
 
 GOALS = {"chat_tok_s_on_vs_stock": 0.85, "chat_p50_on_vs_stock": 1.15, "score_warm_vs_generative": 0.5}
 

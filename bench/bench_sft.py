@@ -5,8 +5,8 @@ the canonical block, as `training/distill.py` builds them), the same batches, op
 only the loss differs. Runs alternate (plain, masked, plain, masked, ...) after one discarded warm-up step
 each, and the report gives tokens/s of each and their ratio per round, so machine noise shows.
 
-    python bench/bench_sft.py                      # the default model on CPU
-    python bench/bench_sft.py --random-init        # a small random-initialised model, default tokenizer (GPU)
+    python -m bench.bench_sft                      # the default model on CPU
+    python -m bench.bench_sft --random-init        # a small random-initialised model, default tokenizer (GPU)
 
 Results: bench/results/sft-<stamp>.json and sft-latest.md.
 """
@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import RESULTS, machine, small_random_model, stamp  # noqa: E402
+from bench.common import RESULTS, machine, small_random_model, stamp
 
 
 def load_rows(count: int, max_tokens: int, tokenizer):

@@ -8,7 +8,7 @@ the EngineCore's is listed apart: its KV cache is allocated once) and how many r
 memory slope is a least-squares line through (requests finished, server RSS) after the first fifth of the run
 (allocator and cache warm-up), in MB per 1,000 requests. Results: bench/results/soak-*.json and soak-latest.md.
 
-    python bench/bench_soak.py [--minutes 10] [--concurrency 4] [--max-tokens 32]
+    python -m bench.bench_soak [--minutes 10] [--concurrency 4] [--max-tokens 32]
 """
 
 from __future__ import annotations
@@ -27,12 +27,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.common import PROMPTS, RESULTS, engine_env, machine, percentile, served, stamp  # noqa: E402
-from selfeval.models import prepare_default_model  # noqa: E402
-from server import launch  # noqa: E402
+from bench.common import PROMPTS, RESULTS, engine_env, machine, percentile, served, stamp
+from selfeval.models import prepare_default_model
+from server import launch
 
 ROUTES = ("generate", "chat", "chat_stream", "chat_n4", "score", "feedback")
 
@@ -198,7 +195,7 @@ def markdown(result: dict, when: str) -> str:
         f"{result['server_rss_slope_mb_per_1000']} MB per 1,000 requests (engine processes: "
         f"{result['engine_rss_slope_mb_per_1000']} MB per 1,000).",
         "",
-        "Reproduce: `python bench/bench_soak.py "
+        "Reproduce: `python -m bench.bench_soak "
         f"--minutes {result['minutes']} --concurrency {result['concurrency']} --max-tokens {result['max_tokens']}`",
     ]
     return "\n".join(lines) + "\n"
