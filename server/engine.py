@@ -15,7 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -40,8 +40,6 @@ class Generation:
     text: str
     finish_reason: str | None
     digit_logprobs: list[dict[int, float]] | None = None  # one mapping per generated token
-    cached_prompt_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -230,7 +228,6 @@ class VllmEngine:
             digit_logprobs=self._digit_logprobs(completion.logprobs)
             if spec.read_digits and completion.logprobs
             else None,
-            cached_prompt_tokens=int(final.num_cached_tokens or 0),
         )
 
     async def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]:
@@ -256,7 +253,6 @@ class VllmEngine:
                     text=full,
                     finish_reason=completion.finish_reason,
                     digit_logprobs=digit_logprobs if spec.read_digits else None,
-                    cached_prompt_tokens=int(output.num_cached_tokens or 0),
                 ),
             )
 
