@@ -1,7 +1,10 @@
 """`see calibrate policy`: fit accept / review / escalate thresholds with a guarantee, check them, write them.
 
 Judged answers come from a human-labelled dataset (scored by the model through its own `/v1/score`, journaled
-and resumable) or from the ledger's judge verdicts. The thresholds are fitted on the calibration part
+and resumable) or from the ledger's judge verdicts. A dataset's calibration part is one half of it, and of the
+half the checkpoint was trained on only the prompts its card records as calibration prompts (never trained
+on); its test part is another half (default: the held-out one, which never fits anything). The thresholds
+are fitted on the calibration part
 (`evaluation/risk_control.py`: Learn-then-Test, exact binomial p-values), their realised risk and coverage
 are measured on the disjoint test part, and the policy is written beside the card as `see_policy.json`
 (fingerprinted to the checkpoint and its calibration map). A target the data cannot certify is refused with
@@ -10,6 +13,7 @@ how many labelled answers would certify it. A running server picks the policy up
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -63,17 +67,22 @@ def policy(
     ),
     score: str = typer.Option("auto", help="quality, helpfulness_above, or auto (both tried; delta split)"),
     data: Path | None = typer.Option(None, help="dataset: labelled HelpSteer2 jsonl(.gz) (default: the shipped one)"),
-    half: str = typer.Option("eval.json", help="dataset: which half (never the half the model was trained on)"),
+    half: str = typer.Option(
+        "train.json",
+        help="dataset: the half to fit on; of the half MODEL was trained on, only the calibration prompts its card "
+        "records (never a trained row)",
+    ),
+    test_half: str = typer.Option("eval.json", help="dataset: the half the policy is checked on (never fitted on)"),
     test_limit: int = typer.Option(
-        400,
-        min=2,
-        help="dataset: the test part is the seeded sample `see eval-labels --limit N` scores; the "
-        "calibration part is the rest of the half",
-    ),  # fmt: skip
+        400, min=0, help="dataset: check on the seeded sample `see eval-labels --limit N` scores (0: the whole half)"
+    ),
     scores: list[Path] = typer.Option(
-        [Path("runs/policy/scores.jsonl")],
-        help="dataset: /v1/score journal (resumable; an eval-labels journal works); repeat to read several, the "
-        "first takes what is still unscored",
+        [],
+        help="dataset: /v1/score journal of the fitted half (resumable; default runs/policy/CARD/HALF.jsonl); "
+        "repeat to read several, the first takes what is still unscored",
+    ),  # fmt: skip
+    test_scores: list[Path] = typer.Option(
+        [], help="dataset: the same for the test half (an eval-labels journal of MODEL works)"
     ),
     ledger: str | None = typer.Option(None, help="ledger: path or postgresql:// DSN (default: $SEE_LEDGER__URL)"),
     judge: str | None = typer.Option(None, help="ledger: only this judge's verdicts"),
@@ -106,7 +115,8 @@ def policy(
         raise typer.BadParameter(str(exc), param_hint="--model") from None
     fingerprint = card_fingerprint(card)
     if source == "dataset":
-        calibration_part, test_part, described = _from_dataset(model_dir, data, half, test_limit, scores)
+        halves = DatasetHalves(data, half, test_half, test_limit, scores, test_scores)
+        calibration_part, test_part, described = _from_dataset(model_dir, card, fingerprint, halves)
     else:
         calibration_part, test_part, described = _from_ledger(fingerprint, ledger, judge, test_share, seed)
     console.print(f"{described}: {len(calibration_part)} answers to fit on, {len(test_part)} to test on")
@@ -127,45 +137,100 @@ def policy(
     console.print(f"wrote {path} ({fitted.version}); restart the server to decide with it")
 
 
-def _from_dataset(model_dir: Path, data: Path | None, half: str, test_limit: int, journals: list[Path]):
-    from evaluation.answers import AnswerError, local_sidecar
-    from evaluation.labelled import labelled_items, score_with_sidecar
+@dataclass(frozen=True)
+class DatasetHalves:
+    data: Path | None
+    half: str
+    test_half: str
+    test_limit: int
+    scores: list[Path]
+    test_scores: list[Path]
+
+
+def trained_half(card) -> str | None:
+    """The half of the labelled set a labels-distill checkpoint was trained on (None for any other card)."""
+    config = card.lineage.config or {}
+    if (config.get("run") or {}).get("mode") != "labels-distill":
+        return None
+    return (config.get("data") or {}).get("kitware_file")
+
+
+def recorded_calibration_groups(card) -> set[int]:
+    return set(((card.lineage.metrics or {}).get("rows") or {}).get("calibration_groups") or [])
+
+
+def _from_dataset(model_dir: Path, card, fingerprint: str, halves: DatasetHalves):
+    from evaluation.labelled import labelled_items
     from evaluation.policy_fit import from_journal
-    from selfeval.journal import read_records
     from training.config import DEFAULT_DATA, REPO_ROOT
     from training.data import DataError
-    from training.progress import progress_for
 
-    path = data or REPO_ROOT / DEFAULT_DATA
+    path = halves.data or REPO_ROOT / DEFAULT_DATA
+    limit = halves.test_limit or None
     try:
-        items = labelled_items(path, half)
-        test_groups = {i.group for i in labelled_items(path, half, test_limit)}
+        items = labelled_items(path, halves.half)
+        test_items = labelled_items(path, halves.test_half, limit)
     except DataError as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from None
+    fitted_on = f"{Path(path).name} [{halves.half}]"
+    if halves.half == trained_half(card):
+        groups = recorded_calibration_groups(card)
+        if not groups:
+            raise typer.BadParameter(
+                f"{card.model_name} was trained on the {halves.half} half and its card records no calibration "
+                "prompts (scores of trained rows are optimistic): fit on another labelled half (--half), or "
+                "retrain with sft.calibration_fraction > 0",
+                param_hint="--half",
+            )
+        items = [i for i in items if i.group in groups]
+        fitted_on += f" calibration prompts recorded in the card ({len(groups)}, never trained on)"
+    if halves.half == halves.test_half:
+        test_groups = {i.group for i in test_items}
+        items = [i for i in items if i.group not in test_groups]
+        fitted_on += f" outside the test sample (--test-limit {halves.test_limit})"
+    if not items:
+        raise typer.BadParameter("no labelled answer left to fit on", param_hint="--half")
+    default_dir = Path("runs/policy") / fingerprint
+    parts = (
+        (items, halves.scores or [default_dir / f"{halves.half}.jsonl"]),
+        (test_items, halves.test_scores or [default_dir / f"{halves.test_half}.jsonl"]),
+    )
+    records = _score_pending(model_dir, parts)
+    checked_on = f"{Path(path).name} [{halves.test_half}]" + (f" sample of {limit}" if limit else "")
+    described = f"fitted on {fitted_on}; checked on {checked_on}"
+    return from_journal(items, records[0]), from_journal(test_items, records[1]), described
 
-    def read_all() -> dict[str, dict]:
+
+def _score_pending(model_dir: Path, parts) -> list[dict[str, dict]]:
+    """Score, through one local sidecar of the model, whatever no journal of its part holds yet; the records of
+    each part (journals of different halves are never mixed: their ids repeat)."""
+    from evaluation.answers import AnswerError, local_sidecar
+    from evaluation.labelled import score_with_sidecar
+    from selfeval.journal import read_records
+    from training.progress import progress_for
+
+    def read_all(journals: list[Path]) -> dict[str, dict]:
         return {r["id"]: r for j in journals if j.exists() for r in read_records(j)}
 
-    journal = journals[0]
-    pending = [i for i in items if i.id not in read_all()]
-    if pending:
-        journal.parent.mkdir(parents=True, exist_ok=True)
+    pending = [([i for i in items if i.id not in read_all(journals)], journals[0]) for items, journals in parts]
+    if any(todo for todo, _ in pending):
+        journal = next(j for todo, j in pending if todo)
         try:
             with (
                 progress_for(console) as progress,
                 local_sidecar(model_dir, journal.with_suffix(".sidecar.log")) as url,
             ):
-                progress.start("score", f"/v1/score: {len(pending)} labelled answers", len(pending))
-                score_with_sidecar(url, pending, journal, 4, lambda: progress.advance("score"))
-                progress.finish("score")
+                for todo, first in pending:
+                    if not todo:
+                        continue
+                    first.parent.mkdir(parents=True, exist_ok=True)
+                    progress.start("score", f"/v1/score: {len(todo)} labelled answers -> {first}", len(todo))
+                    score_with_sidecar(url, todo, first, 4, lambda: progress.advance("score"))
+                    progress.finish("score")
         except AnswerError as exc:
-            console.print(f"[red]{exc}[/red] (what was scored is journaled in {journal}: rerun to resume)")
+            console.print(f"[red]{exc}[/red] (what was scored is journaled: rerun to resume)")
             raise typer.Exit(2) from None
-    records = read_all()
-    calibration_items = [i for i in items if i.group not in test_groups]
-    test_items = [i for i in items if i.group in test_groups]
-    described = f"{Path(path).name} [{half}]: calibration = the prompts outside `see eval-labels --limit {test_limit}`"
-    return from_journal(calibration_items, records), from_journal(test_items, records), described
+    return [read_all(journals) for _, journals in parts]
 
 
 def _from_ledger(fingerprint: str, ledger: str | None, judge: str | None, test_share: float, seed: int):

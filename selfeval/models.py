@@ -234,11 +234,21 @@ SHIPPED_POLICY_MARK = ".see_policy.shipped"  # the version of the shipped policy
 
 def install_shipped_policy(delta_dir: Path, target: Path, report: Report = print) -> None:
     """Put the certified policy shipped beside the delta into the model directory. A newer shipped policy
-    replaces one installed from here before; a policy fitted locally (`see calibrate policy`) is kept."""
+    replaces one installed from here before, and one no longer shipped is removed; a policy fitted locally
+    (`see calibrate policy`) is kept."""
     from selfeval.certified_policy import POLICY_FILENAME, PolicyError, load_policy
 
     shipped, installed, mark = delta_dir / POLICY_FILENAME, target / POLICY_FILENAME, target / SHIPPED_POLICY_MARK
-    if not shipped.is_file():
+    if not shipped.is_file():  # none ships (any more): withdraw one installed from here, keep a local fit
+        if installed.exists() and mark.is_file():
+            try:
+                withdrawn = load_policy(installed).version == mark.read_text().strip()
+            except PolicyError:
+                withdrawn = False
+            if withdrawn:
+                installed.unlink()
+                mark.unlink()
+                report("removed the certified policy shipped before: this release ships none")
         return
     shipped_version = load_policy(shipped).version
     if installed.exists():

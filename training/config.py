@@ -106,6 +106,9 @@ class SFTConfig:
     trainable_top_layers: int = 0
     target_sigma: float = 0.0  # labels-distill: 0 = one-hot human digit; > 0 = Gaussian soft targets on 0-9
     validation_fraction: float = 0.0  # labels-distill: share of prompts kept out of training, reported only
+    # labels-distill: share of prompts kept out of training and validation, recorded in the card, on which
+    # `see calibrate policy` fits decision thresholds (so the held-out half never fits anything)
+    calibration_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ def validate(config: TrainConfig) -> None:
             problems.append("labels-distill trains the top layers: set sft.trainable_top_layers >= 1")
         if not 0 <= sft.validation_fraction < 1 or sft.target_sigma < 0:
             problems.append("sft.validation_fraction must be in [0, 1) and sft.target_sigma >= 0")
+        if sft.calibration_fraction < 0 or sft.validation_fraction + sft.calibration_fraction >= 1:
+            problems.append("sft.calibration_fraction must be >= 0, with validation + calibration below 1")
     elif data.window_size != rl.steps * rl.prompts_per_step:
         problems.append(
             f"data.window_size ({data.window_size}) must equal rl.steps x rl.prompts_per_step "

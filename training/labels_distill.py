@@ -11,8 +11,11 @@ block follows with the human digits; the loss is on the five digit tokens only (
   top layers: the same loss and gradients as the whole model, at a fraction of the CPU time.
 - Targets: the human digit, or with `sft.target_sigma` > 0 a discretised Gaussian around it on 0-9 (human
   labels are coarse, 0-4 doubled, and noisy; a point target teaches the odd digits to be impossible).
-- A seeded `sft.validation_fraction` of the prompts is kept out of training and only reported. No other
-  split of the data is read here; the held-out half is never touched.
+- A seeded `sft.validation_fraction` of the prompts is kept out of training and only reported (model
+  selection). A seeded `sft.calibration_fraction` of the other prompts is kept out of both and recorded in
+  the card (`calibration_groups`): `see calibrate policy` fits the decision thresholds there, so neither the
+  trained rows (whose scores are optimistic) nor the held-out half fit anything. No other split of the data
+  is read here; the held-out half is never touched.
 - Phases (rows, features, sft, export) are recorded in run_manifest.json once complete and skipped on resume;
   features are written in shards and sft saves its state after every epoch, so a killed run loses at most one
   shard or one epoch. Label lookups are free and counted.
@@ -84,6 +87,11 @@ def rows_phase(ctx: RunContext, phases: dict) -> dict:
 
     groups = sorted({pair.group_index for pair in judge})
     held = set(random.Random(config.run.seed).sample(groups, round(len(groups) * config.sft.validation_fraction)))
+    rest = [g for g in groups if g not in held]  # drawn second, so the validation prompts do not move
+    calibration = set(
+        random.Random(config.run.seed + 1).sample(rest, round(len(groups) * config.sft.calibration_fraction))
+    )
+    split_of = {g: "validation" if g in held else "calibration" if g in calibration else "train" for g in groups}
     rows, too_long, not_answers = [], 0, 0
     ctx.progress.start("rows", "labelled rows", len(judge))
     for pair in judge:
@@ -100,7 +108,7 @@ def rows_phase(ctx: RunContext, phases: dict) -> dict:
         rows.append(
             {
                 "group": pair.group_index,
-                "split": "validation" if pair.group_index in held else "train",
+                "split": split_of[pair.group_index],
                 "ids": prompt_ids + ids,
                 "positions": [len(prompt_ids) + p for p in positions],
                 "scores": scores,
@@ -115,6 +123,8 @@ def rows_phase(ctx: RunContext, phases: dict) -> dict:
         "rows": len(rows),
         "train_rows": sum(row["split"] == "train" for row in rows),
         "validation_rows": sum(row["split"] == "validation" for row in rows),
+        "calibration_rows": sum(row["split"] == "calibration" for row in rows),
+        "calibration_groups": sorted(calibration),
         "left_out_too_long": too_long,
         "left_out_holding_a_tag": not_answers,
         "label_lookups": judge.lookups,

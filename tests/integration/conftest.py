@@ -81,6 +81,20 @@ def running_server(model_dir: Path, log_dir: Path, *, wait_ready: bool = True, *
                 kill_hard(running)
 
 
+def certified_policy_for(model_dir: Path, directory: Path) -> Path:
+    """A certified policy file for the served checkpoint, with the unit tests' thresholds (plumbing, not a
+    fitted claim: the default ships no policy)."""
+    from selfeval.calibration import card_fingerprint
+    from selfeval.card import load_card
+    from selfeval.certified_policy import write_policy
+    from tests.unit.selfeval.test_certified_policy import policy
+
+    card = load_card(model_dir)
+    path = Path(directory) / "see_policy.json"
+    write_policy(path, policy(card_fingerprint=card_fingerprint(card), model_name=card.model_name))
+    return path
+
+
 def kill_hard(running: RunningServer) -> None:
     """SIGKILL the server and everything it started (no shutdown handlers run), and reap it."""
     with contextlib.suppress(ProcessLookupError):

@@ -1,12 +1,14 @@
 """Calibration in production on the real engine and default model: ledger, /v1/feedback, shadow judging against
 the rule-based judge over loopback (hanging, down, back), metrics, recalibration fitted from the ledger, and
-kill -9 right after acknowledged feedback, on SQLite and on a real PostgreSQL server."""
+kill -9 under a sustained load of scored answers and verdicts, on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -19,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from see_client import ConflictError, SeeClient
 from selfeval.calibration import card_fingerprint, load_calibration
 from selfeval.card import load_card
-from selfeval.certified_policy import load_policy, policy_path
+from selfeval.certified_policy import load_policy
 from selfeval.rubric import ATTRIBUTES
 from server.launch import free_port
 from server.ledger import Ledger
-from tests.integration.conftest import REPO, kill_hard, running_server
+from tests.integration.conftest import REPO, certified_policy_for, kill_hard, running_server
 from tests.postgres import fresh_database
 from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
@@ -62,9 +64,11 @@ def judge():
 @pytest.fixture(scope="module")
 def server_a(model_dir, tmp_path_factory, judge):
     log_dir = tmp_path_factory.mktemp("feedback-sqlite")
+    policy_file = certified_policy_for(model_dir, log_dir)
     with running_server(
         model_dir,
         log_dir,
+        certified_policy_file=str(policy_file),
         shadow__rate="1.0",
         shadow__judge_url=judge.url,
         shadow__judge_model=RULE_JUDGE_MODEL,
@@ -76,6 +80,7 @@ def server_a(model_dir, tmp_path_factory, judge):
         monitor__refresh_interval_s="1",
     ) as running:
         running.ledger_url = str(log_dir / "ledger.sqlite3")
+        running.policy_file = policy_file
         yield running
 
 
@@ -95,13 +100,16 @@ def metric(client: httpx.Client, name: str, **labels) -> float:
     return total
 
 
-def score(client: httpx.Client, i: int) -> dict:
+def score_body(i: int) -> dict:
     question = f"Question {i}: name {i % 7 + 1} things that are {['red', 'loud', 'old'][i % 3]}."
-    body = {
+    return {
         "messages": [{"role": "user", "content": question}],
         "response": " ".join(["Here is an answer."] * (1 + i % 9)),
     }
-    response = client.post("/v1/score", json=body)
+
+
+def score(client: httpx.Client, i: int) -> dict:
+    response = client.post("/v1/score", json=score_body(i))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -242,7 +250,7 @@ def test_recalibration_from_ledger_feedback_lowers_heldout_ece(fitted_calibratio
     assert metric(client_a, "see_calibration_rolling_mae", attribute="correctness") > 0
 
 
-def test_a_policy_fitted_from_ledger_verdicts_and_the_shipped_promise_monitored(
+def test_a_policy_fitted_from_ledger_verdicts_and_the_served_promise_monitored(
     server_a, client_a, fitted_calibration, model_dir, tmp_path
 ):
     """`see calibrate policy --source ledger` on the shadow judge's verdicts (a fixture judge: this checks the
@@ -258,8 +266,8 @@ def test_a_policy_fitted_from_ledger_verdicts_and_the_shipped_promise_monitored(
     fitted = load_policy(out)
     fitted.check_for(card_fingerprint(load_card(model_dir)), None)
     assert fitted.source.startswith("ledger verdicts") and fitted.fitted_on + fitted.test["answers"] >= 120
-    shipped = load_policy(policy_path(model_dir))
-    assert metric(client_a, "see_certified_accept_risk_target") == shipped.accept.target_risk
+    served = load_policy(server_a.policy_file)
+    assert metric(client_a, "see_certified_accept_risk_target") == served.accept.target_risk
     deadline = time.monotonic() + 30
     while not any(s.name == "see_certified_accepted_verdicts" for s in samples(client_a)):
         assert time.monotonic() < deadline, "the accept-risk monitor never reported"
@@ -270,15 +278,42 @@ def samples(client: httpx.Client) -> list:
     return [s for family in text_string_to_metric_families(client.get("/metrics").text) for s in family.samples]
 
 
-def post_feedback_then_kill(running, client: httpx.Client, n: int) -> dict[str, dict[str, int]]:
-    """n scored responses, n verdicts acknowledged concurrently, then SIGKILL at once. Returns what was acked."""
-    ids = [score(client, 5000 + i)["id"] for i in range(n)]
-    verdicts = {rid: {a: (i + k) % 10 for k, a in enumerate(ATTRIBUTES)} for i, rid in enumerate(ids)}
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda rid: feedback(client, rid, scores=verdicts[rid], judge="ops"), ids))
-    assert all(r.status_code == 200 and r.json()["status"] == "created" for r in responses)
-    kill_hard(running)
-    return verdicts
+def feedback_under_load_then_kill(running, client: httpx.Client, writers: int = 6, acked: int = 24) -> dict:
+    """`writers` threads score a response and post its verdict, back to back, until `acked` verdicts are
+    acknowledged; then SIGKILL while writes are in flight. Returns what was acknowledged (response id -> scores)."""
+    acknowledged: dict[str, dict[str, int]] = {}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def write(writer: int) -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            seed = 9000 + 100 * writer + i
+            verdict = {a: (seed + k) % 10 for k, a in enumerate(ATTRIBUTES)}
+            try:
+                scored = client.post("/v1/score", json=score_body(seed))
+                if scored.status_code != 200:
+                    continue
+                response = feedback(client, scored.json()["id"], scores=verdict, judge="ops")
+            except httpx.TransportError:
+                return  # the server died under this request: nothing was acknowledged
+            if response.status_code == 200 and response.json()["status"] == "created":
+                with lock:
+                    acknowledged[scored.json()["id"]] = verdict
+
+    threads = [threading.Thread(target=write, args=(w,), daemon=True) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 600
+    while len(acknowledged) < acked:
+        assert time.monotonic() < deadline, f"only {len(acknowledged)} verdicts acknowledged in 10 minutes"
+        time.sleep(0.05)
+    kill_hard(running)  # the writers are mid-request
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    with lock:
+        return dict(acknowledged)
 
 
 def assert_ledger_holds(url: str, verdicts: dict[str, dict[str, int]]) -> None:
@@ -290,8 +325,8 @@ def assert_ledger_holds(url: str, verdicts: dict[str, dict[str, int]]) -> None:
     assert stored == verdicts
 
 
-def test_kill_9_right_after_acknowledged_feedback_loses_nothing_on_sqlite(server_a, client_a, fitted_calibration):
-    verdicts = post_feedback_then_kill(server_a, client_a, 12)
+def test_kill_9_under_write_load_loses_no_acknowledged_feedback_on_sqlite(server_a, client_a, fitted_calibration):
+    verdicts = feedback_under_load_then_kill(server_a, client_a)
     assert_ledger_holds(server_a.ledger_url, verdicts)
 
 
@@ -299,18 +334,22 @@ def test_postgres_ledger_serves_calibrated_scores_and_survives_kill_9(
     model_dir, tmp_path, postgres_admin_url, fitted_calibration
 ):
     url = fresh_database(postgres_admin_url)
+    settings = {
+        "calibration_file": str(fitted_calibration),
+        "certified_policy_file": str(certified_policy_for(model_dir, tmp_path)),
+    }
     with (
-        running_server(model_dir, tmp_path, ledger__url=url, calibration_file=str(fitted_calibration)) as running,
+        running_server(model_dir, tmp_path, ledger__url=url, **settings) as running,
         httpx.Client(base_url=running.url, timeout=300) as client,
     ):
         scored = score(client, 7)
         evaluation = scored["self_evaluation"]
         calibrated = evaluation["calibrated"]
-        # the shipped certified policy was fitted on raw scores: it still decides (on those), beside the map
-        assert scored["decision"]["policy"] == load_policy(policy_path(model_dir)).version
+        # a certified policy fitted on raw scores still decides (on those), beside the map
+        assert scored["decision"]["policy"] == load_policy(tmp_path / "see_policy.json").version
         assert calibrated["version"] == load_calibration(fitted_calibration).version
         assert set(calibrated["scores"]) == set(ATTRIBUTES)
         assert calibrated["scores"]["helpfulness"]["probs"] != evaluation["scores"]["helpfulness"]["probs"]
         assert sum(calibrated["scores"]["helpfulness"]["probs"]) == pytest.approx(1.0)
-        verdicts = post_feedback_then_kill(running, client, 12)
+        verdicts = feedback_under_load_then_kill(running, client)
     assert_ledger_holds(url, verdicts)

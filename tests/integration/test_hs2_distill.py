@@ -26,7 +26,14 @@ ROWS = 8
 
 def train(run_dir, data, **env):
     command = [sys.executable, "-m", "seecli.main", "train", "--config", "hs2-distill", "--run-dir", str(run_dir)]
-    for setting in (f"data.path={data}", "sft.epochs=2", "sft.validation_fraction=0.25", "sft.learning_rate=1e-3"):
+    for setting in (
+        f"data.path={data}",
+        "sft.epochs=2",
+        "sft.validation_fraction=0.25",
+        "sft.calibration_fraction=0.25",
+        "sft.grad_accum=2",  # 4 training rows: 2 update steps per epoch
+        "sft.learning_rate=1e-3",
+    ):
         command += ["--set", setting]
     return subprocess.run(command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=1500)
 
@@ -74,6 +81,13 @@ def test_hs2_distill_resumes_and_ships_a_delta_that_rebuilds_and_moves_the_reado
     assert lineage.data_sha256 == sha256_of(data)
     assert lineage.delta_sha256 == sha256_of(delta)
     assert lineage.config["run"]["mode"] == "labels-distill" and lineage.metrics["sft"]["epochs"] == 2
+    # calibration prompts (sft.calibration_fraction) stay out of training and validation, recorded for the policy fit
+    rows = [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+    groups_of = {split: {r["group"] for r in rows if r["split"] == split} for split in ("train", "validation")}
+    recorded = set(lineage.metrics["rows"]["calibration_groups"])
+    assert len(recorded) == 1 and {r["group"] for r in rows if r["split"] == "calibration"} == recorded
+    assert not recorded & (groups_of["train"] | groups_of["validation"]) and len(groups_of["validation"]) == 1
+    assert manifest["phases"]["sft"]["train_rows"] == sum(r["split"] == "train" for r in rows) == 4
     assert delta.stat().st_size < 20 * 2**20
     record = json.loads((run_dir / "delta" / "delta.json").read_text())
     assert record["weights_sha256"] == sha256_of(final / "model.safetensors")

@@ -45,7 +45,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "xdg" / "see-sidecar"
 
 
-def test_the_shipped_policy_is_installed_updated_but_never_over_a_local_one(tmp_path):
+def test_the_shipped_policy_is_installed_updated_withdrawn_but_never_over_a_local_one(tmp_path):
     from selfeval.certified_policy import load_policy, write_policy
     from selfeval.models import install_shipped_policy
     from tests.unit.selfeval.test_certified_policy import policy
@@ -64,15 +64,12 @@ def test_the_shipped_policy_is_installed_updated_but_never_over_a_local_one(tmp_
     write_policy(shipped_dir / "see_policy.json", policy(source="v3", created_at="2026-12-03T00:00:00+00:00"))
     install_shipped_policy(shipped_dir, target, report=lambda m: None)
     assert load_policy(target / "see_policy.json").source == "mine"  # fitted locally: kept
-
-
-def test_the_shipped_policy_belongs_to_the_shipped_checkpoint():
-    from selfeval.calibration import card_fingerprint
-    from selfeval.card import ModelCard
-    from selfeval.certified_policy import load_policy, policy_path
-    from selfeval.models import SHIPPED_DELTA_DIR, shipped_delta
-
-    _, record = shipped_delta()
-    certified = load_policy(policy_path(SHIPPED_DELTA_DIR))
-    certified.check_for(card_fingerprint(ModelCard.from_dict(record["card"])), None)
-    assert certified.accept.bound <= certified.accept.target_risk
+    (shipped_dir / "see_policy.json").unlink()
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    assert load_policy(target / "see_policy.json").source == "mine"  # nothing ships any more: a local fit stays
+    (target / "see_policy.json").unlink()
+    write_policy(shipped_dir / "see_policy.json", policy(source="v4", created_at="2026-12-04T00:00:00+00:00"))
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    (shipped_dir / "see_policy.json").unlink()
+    install_shipped_policy(shipped_dir, target, report=lambda m: None)
+    assert not (target / "see_policy.json").exists()  # a withdrawn shipped policy is removed on the next prepare
