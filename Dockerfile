@@ -30,6 +30,7 @@ COPY server ./server
 COPY seecli ./seecli
 COPY training ./training
 COPY evaluation ./evaluation
+COPY data ./data
 COPY clients ./clients
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . ./clients/python
 
@@ -42,7 +43,6 @@ WORKDIR /opt/see-sidecar
 COPY --from=build /build/requirements-gpu.txt ./
 RUN python3 -m pip install -r requirements-gpu.txt
 COPY --from=build /wheels /opt/see-sidecar/wheels
-COPY data ./data
 RUN python3 -m pip install --no-deps /opt/see-sidecar/wheels/*.whl \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp see \
     && install -d -o 10001 -g 10001 /var/lib/see-sidecar
@@ -69,7 +69,6 @@ RUN python -m pip install torch==2.13.0 --index-url https://download.pytorch.org
     && python -m pip install -r requirements-cpu.txt \
     && python -m pip uninstall -y torchvision torchaudio torchcodec triton
 COPY --from=build /wheels /opt/see-sidecar/wheels
-COPY data ./data
 RUN python -m pip install --no-deps /opt/see-sidecar/wheels/*.whl \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /tmp see \
     && install -d -o 10001 -g 10001 /var/lib/see-sidecar

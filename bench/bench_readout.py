@@ -54,8 +54,7 @@ from selfeval.block import CLOSE_TAG, forced_token_layout
 from selfeval.card import load_card
 from selfeval.models import prepare_default_model
 from selfeval.prompts import render_prompt
-from training.config import DEFAULT_DATA, REPO_ROOT
-from training.data import load_groups
+from training.data import default_dataset, load_groups
 
 GOALS = {"chat_tok_s_on_vs_stock": 0.85, "chat_p50_on_vs_stock": 1.15, "score_warm_vs_generative": 0.5}
 
@@ -67,7 +66,7 @@ def chat_prompts(count: int, max_chars: int) -> list[str]:
 
 
 def score_pairs(count: int, max_chars: int) -> list[tuple[str, str]]:
-    groups = load_groups(REPO_ROOT / DEFAULT_DATA, kitware_file="train.json")
+    groups = load_groups(default_dataset(), kitware_file="train.json")
     pairs = []
     for group in groups:
         if len(group.conversation) != 1:

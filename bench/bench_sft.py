@@ -24,12 +24,11 @@ from bench.common import RESULTS, machine, small_random_model, stamp
 
 
 def load_rows(count: int, max_tokens: int, tokenizer):
-    from training.config import DEFAULT_DATA
-    from training.data import load_groups
+    from training.data import default_dataset, load_groups
     from training.distill import DistillError, build_row, masked_example
 
     examples = []
-    for group in load_groups(Path(DEFAULT_DATA), kitware_file="train.json"):
+    for group in load_groups(default_dataset(), kitware_file="train.json"):
         for reference in group.references:
             row = build_row(group.index, group.prompt + "\n", reference.response, reference.scores, None)
             try:

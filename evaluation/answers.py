@@ -20,7 +20,6 @@ from pathlib import Path
 
 from evaluation.prompt_sets import EvalItem
 from server.launch import ServerStartError, free_port, served
-from training.config import REPO_ROOT
 
 READY_TIMEOUT_S = 900
 
@@ -66,7 +65,6 @@ def local_sidecar(model_dir: Path, log_path: Path, max_model_len: int | None = N
             log_path,
             f"http://127.0.0.1:{port}/ready",
             READY_TIMEOUT_S,
-            cwd=REPO_ROOT,
         ):
             yield f"http://127.0.0.1:{port}"
     except ServerStartError as exc:

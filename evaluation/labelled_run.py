@@ -184,12 +184,14 @@ def run_labelled_eval(spec: LabelledSpec, out: Path, progress: Progress | None =
 
 
 def _shown(path: str) -> str:
-    """A path as a report may show it: relative to the repository, else under ~, never a user's absolute path."""
-    from training.config import REPO_ROOT
+    """A path as a report may show it: relative to the directory holding data/ (the checkout) or the current one,
+    else under ~, never a user's absolute path."""
+    from training.data import data_dir
 
     resolved = Path(path).resolve()
-    if resolved.is_relative_to(REPO_ROOT):
-        return str(resolved.relative_to(REPO_ROOT))
+    for root in (data_dir().resolve().parent, Path.cwd()):
+        if resolved.is_relative_to(root):
+            return str(resolved.relative_to(root))
     home = str(Path.home())
     return path.replace(home, "~", 1) if path.startswith(home) else path
 

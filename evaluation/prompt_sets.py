@@ -22,11 +22,10 @@ from pathlib import Path
 from selfeval.judge import Reference
 from selfeval.prompts import PromptError, validate_messages
 from selfeval.rubric import ScoreError, validate_scores
-from training.config import DEFAULT_DATA, REPO_ROOT
-from training.data import DataError, load_groups
+from training.data import DEFAULT_DATA, DataError, default_dataset, load_groups
+from training.data import data_dir as shipped_data_dir
 
 DATA_DIR_ENV = "SEE_EVAL_DATA_DIR"
-SHIPPED = REPO_ROOT / "data"
 NAMED_SETS = ("helpsteer2-heldout", "mt-bench", "arena-hard-v2", "alpacaeval")
 
 
@@ -80,8 +79,8 @@ def _lines(path: Path) -> list[dict]:
     return rows
 
 
-def _find(relative: str, data_dir: Path | None, how_to_get: str) -> Path:
-    candidates = [d / relative for d in (data_dir, _env_dir(), SHIPPED) if d is not None]
+def _find(relative: str, directory: Path | None, how_to_get: str) -> Path:
+    candidates = [d / relative for d in (directory, _env_dir(), shipped_data_dir()) if d is not None]
     for path in candidates:
         if path.is_file():
             return path
@@ -96,7 +95,7 @@ def _env_dir() -> Path | None:
 
 
 def helpsteer2_heldout() -> PromptSet:
-    path = REPO_ROOT / DEFAULT_DATA
+    path = default_dataset()
     try:
         groups = load_groups(path, kitware_file="eval.json")
     except DataError as exc:

@@ -162,10 +162,9 @@ def recorded_calibration_groups(card) -> set[int]:
 def _from_dataset(model_dir: Path, card, fingerprint: str, halves: DatasetHalves):
     from evaluation.labelled import labelled_items
     from evaluation.policy_fit import from_journal
-    from training.config import DEFAULT_DATA, REPO_ROOT
-    from training.data import DataError
+    from training.data import DataError, default_dataset
 
-    path = halves.data or REPO_ROOT / DEFAULT_DATA
+    path = halves.data or default_dataset()
     limit = halves.test_limit or None
     try:
         items = labelled_items(path, halves.half)

@@ -60,8 +60,7 @@ def eval_labels(
     from evaluation.labelled import LabelledEvalError
     from evaluation.labelled_run import LabelledSpec, run_labelled_eval
     from selfeval.models import ProvisionError
-    from training.config import DEFAULT_DATA, REPO_ROOT
-    from training.data import DataError
+    from training.data import DataError, default_dataset
     from training.progress import progress_for
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -69,7 +68,7 @@ def eval_labels(
         spec = LabelledSpec(
             model=str(checkpoint_dir(model)),
             baseline_model=str(checkpoint_dir(baseline_model)),
-            data=str(data or REPO_ROOT / DEFAULT_DATA),
+            data=str(data or default_dataset()),
             half=half,
             limit=limit,
             concurrency=concurrency,

@@ -18,10 +18,9 @@ from typing import Any
 import yaml
 
 from selfeval.judge import JudgeSettings
+from training.data import DEFAULT_DATA, resolve_data_path
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = "data/helpsteer2/helpsteer2_kitware_subset.jsonl.gz"
 
 
 class ConfigError(ValueError):
@@ -46,7 +45,9 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = DEFAULT_DATA  # HelpSteer2 jsonl(.gz); relative paths are taken from the repository root
+    # HelpSteer2 jsonl(.gz); `data/...` names a shipped dataset (training.data.data_dir), other relative paths
+    # are taken from the current directory
+    path: str = DEFAULT_DATA
     kitware_file: str | None = "train.json"  # keep rows of this half of the subset; None keeps every row
     window_size: int = 160
     max_prompt_tokens: int = 4096  # longer prompts are filtered out before the window is sampled
@@ -127,8 +128,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def data_path(self) -> Path:
-        path = Path(self.data.path).expanduser()
-        return path if path.is_absolute() else REPO_ROOT / path
+        return resolve_data_path(self.data.path)
 
 
 def validate(config: TrainConfig) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import sysconfig
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,39 @@ PROVENANCE_KEYS = frozenset({"kitware_file", "kitware_pair_index", "response_ind
 REQUIRED_KEYS = frozenset({"prompt", "response", *ATTRIBUTES})
 
 
+DATA_DIR_ENV = "SEE_DATA_DIR"
+# the shipped datasets, named as in the source tree; a relative `data/...` path means this directory's files
+DEFAULT_DATA = "data/helpsteer2/helpsteer2_kitware_subset.jsonl.gz"
+CHECKOUT_DATA = Path(__file__).resolve().parents[1] / "data"
+INSTALLED_DATA = Path(sysconfig.get_path("data")) / "share" / "see-sidecar" / "data"  # where the wheel puts it
+
+
 class DataError(ValueError):
     """A dataset that does not follow the HelpSteer2 schema, or a window that cannot be filled."""
+
+
+def data_dir() -> Path:
+    """The shipped datasets: env SEE_DATA_DIR, else the source checkout's data/, else the copy a wheel installs
+    under <prefix>/share/see-sidecar/data."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return CHECKOUT_DATA if (CHECKOUT_DATA / "helpsteer2").is_dir() else INSTALLED_DATA
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """A dataset path as configs and the command line give it: absolute as is; `data/...` inside `data_dir()`;
+    any other relative path from the current directory."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    if path.parts and path.parts[0] == "data":
+        return data_dir().joinpath(*path.parts[1:])
+    return path.resolve()
+
+
+def default_dataset() -> Path:
+    """The shipped HelpSteer2 subset (both halves; `kitware_file` picks one)."""
+    return resolve_data_path(DEFAULT_DATA)
 
 
 @dataclass(frozen=True)
@@ -89,7 +122,10 @@ def read_rows(path: Path) -> Iterable[tuple[int, dict]]:
                     except json.JSONDecodeError as exc:
                         raise DataError(f"{path}:{number}: not JSON ({exc.msg})") from None
     except FileNotFoundError:
-        raise DataError(f"no dataset at {path}; set data.path to a HelpSteer2 jsonl(.gz)") from None
+        raise DataError(
+            f"no dataset at {path}; set data.path to a HelpSteer2 jsonl(.gz) (the shipped datasets are "
+            f"looked up in {data_dir()}: set {DATA_DIR_ENV} to a copy of the repository's data/ to move them)"
+        ) from None
 
 
 def load_groups(path: Path, kitware_file: str | None = None) -> list[PromptGroup]:

@@ -14,8 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfeval.models import prepare_base_model, prepare_default_model
-from training.config import DEFAULT_DATA, REPO_ROOT
-from training.data import load_groups
+from training.data import default_dataset, load_groups
 
 MAX_NEW_TOKENS = 48
 
@@ -35,7 +34,7 @@ def answers(model_dir, conversations) -> list[list[int]]:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    groups = load_groups(REPO_ROOT / DEFAULT_DATA, "eval.json")[:count]
+    groups = load_groups(default_dataset(), "eval.json")[:count]
     conversations = [g.conversation for g in groups]
     base = answers(prepare_base_model(report=lambda _: None), conversations)
     tuned = answers(prepare_default_model(report=lambda _: None), conversations)

@@ -31,7 +31,7 @@ from evaluation.risk_control import realised, split_study
 from selfeval.certified_policy import policy_score
 from selfeval.journal import read_records
 from selfeval.jsonfile import write_json_atomic
-from training.config import DEFAULT_DATA, REPO_ROOT
+from training.data import default_dataset
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent / "hs2-distill" / "eval"
@@ -43,7 +43,7 @@ SPLITS = 200
 
 
 def test_items() -> list:
-    return labelled_items(REPO_ROOT / DEFAULT_DATA, "eval.json", TEST_LIMIT)
+    return labelled_items(default_dataset(), "eval.json", TEST_LIMIT)
 
 
 def by_id(path: Path) -> dict[str, dict]:
@@ -75,7 +75,7 @@ def readout_on_whole_half() -> dict:
     """Issue 15's headline numbers for our readout on all 1,000 held-out responses (the 400 above and the
     other 600; only our readout is scored on all of them), 95 % CI over prompts."""
     journal = by_id(EVAL / "scores_see-distilled.jsonl")
-    items = labelled_items(REPO_ROOT / DEFAULT_DATA, "eval.json")
+    items = labelled_items(default_dataset(), "eval.json")
     kept = [i for i in items if i.id in journal and "skipped" not in journal[i.id]]
     quality = np.array([journal[i.id]["predicted_quality"] for i in kept])
     helpfulness = np.array([i.human["helpfulness"] for i in kept])

@@ -19,7 +19,7 @@ from selfeval.card import ModelCard, load_card
 from selfeval.delta import build_from_delta, sha256_of
 from selfeval.models import prepare_base_model
 from tests.integration.conftest import REPO
-from training.config import DEFAULT_DATA
+from training.data import default_dataset
 
 ROWS = 8
 
@@ -51,7 +51,7 @@ def digit_log_probs(model_dir, row):
 @pytest.mark.trains
 @pytest.mark.timeout(2400)
 def test_hs2_distill_resumes_and_ships_a_delta_that_rebuilds_and_moves_the_readout(tmp_path):
-    with gzip.open(REPO / DEFAULT_DATA, "rt", encoding="utf-8") as handle:
+    with gzip.open(default_dataset(), "rt", encoding="utf-8") as handle:
         train_rows = [line for line in handle if '"kitware_file": "train.json"' in line][:ROWS]
     data = tmp_path / "hs2.jsonl"
     data.write_text("".join(train_rows), encoding="utf-8")

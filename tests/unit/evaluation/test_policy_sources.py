@@ -7,12 +7,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from seecli.calibrate_policy import recorded_calibration_groups, trained_half
 from selfeval.card import CARD_FILENAME, ModelCard
 from selfeval.models import SHIPPED_DELTA_DIR
-from training.config import REPO_ROOT as REPO
 
+REPO = Path(__file__).resolve().parents[3]
 ATTEMPT3 = REPO / "experiments/hs2-distill/eval-attempt3"  # trained with sft.calibration_fraction=0.3
 
 

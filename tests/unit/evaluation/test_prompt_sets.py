@@ -5,15 +5,14 @@ import json
 import pytest
 
 from evaluation.prompt_sets import PromptSetError, load_prompt_set
-from training.config import DEFAULT_DATA, REPO_ROOT
-from training.data import load_groups
+from training.data import default_dataset, load_groups
 
 
 def test_helpsteer2_heldout_is_the_eval_half_with_doubled_reference_anchors():
     heldout = load_prompt_set("helpsteer2-heldout")
     assert heldout.anchored and len(heldout.items) == 500
-    train_prompts = {g.prompt for g in load_groups(REPO_ROOT / DEFAULT_DATA, kitware_file="train.json")}
-    held_prompts = {g.prompt for g in load_groups(REPO_ROOT / DEFAULT_DATA, kitware_file="eval.json")}
+    train_prompts = {g.prompt for g in load_groups(default_dataset(), kitware_file="train.json")}
+    held_prompts = {g.prompt for g in load_groups(default_dataset(), kitware_file="eval.json")}
     assert not train_prompts & held_prompts  # never a training prompt
     first = heldout.items[0]
     assert first.id == "hs2-0" and first.references
