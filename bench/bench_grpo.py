@@ -206,7 +206,7 @@ def main() -> None:
 
     import torch
 
-    from training.rule_judge import running_rule_judge
+    from training.testing.rule_judge import running_rule_judge
 
     scratch = Path(tempfile.mkdtemp(prefix="see-bench-grpo-"))
     model = str(random_init_model(scratch)) if args.random_init else None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import RESULTS, machine, stamp
 from selfeval.judge import JudgeClient, JudgeSettings
-from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
+from training.testing.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
 CONVERSATION = [{"role": "user", "content": "Explain briefly why the sky is blue."}]
 

@@ -132,7 +132,7 @@ def rule_based(
     """Serve the deterministic rule-based judge (OpenAI chat API) for CPU runs and tests; not a quality judge."""
     import uvicorn
 
-    from training.rule_judge import create_app
+    from training.testing.rule_judge import create_app
 
     try:
         app = create_app(latency_s=latency_s, model=variant)

@@ -39,8 +39,9 @@ from selfeval.prompts import render_prompt
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from training.config import dump_config
 from training.labels_judge import LabelsJudge
-from training.loop import RunContext, TrainingError, _kill_hook, _read_json
+from training.loop import RunContext, TrainingError, _read_json
 from training.memory import release_memory
+from training.testing.faults import kill_point
 
 SHARD_ROWS = 32
 
@@ -59,7 +60,7 @@ def run_labels_distill(ctx: RunContext) -> dict:
         release_memory()
         manifest["phases"][name] = result | {"seconds": round(time.monotonic() - started, 1)}
         write_json_atomic(manifest_path, manifest)
-        _kill_hook(f"labels.{name}")
+        kill_point(f"labels.{name}")
     manifest["final_model"] = str(ctx.run_dir / "final")
     manifest["phase_seconds_total"] = round(sum(p["seconds"] for p in manifest["phases"].values()), 1)
     write_json_atomic(manifest_path, manifest)
@@ -336,7 +337,7 @@ def sft_phase(ctx: RunContext, phases: dict) -> dict:
         tmp = state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(state_path)
-        _kill_hook(f"labels.sft.epoch{epoch + 1}")
+        kill_point(f"labels.sft.epoch{epoch + 1}")
     ctx.progress.finish("sft")
     return {
         "train_rows": len(train),

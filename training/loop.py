@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,9 @@ from training.memory import release_memory
 from training.progress import NullProgress, Progress
 from training.ranks import Ranks, join_ranks
 from training.rl import Checkpoint, StepJournal, latest_checkpoint, run_rl_phase
+from training.testing.faults import kill_point
 
 log = logging.getLogger(__name__)
-# test hook: "cycle1.rl" SIGKILLs the run right after that phase, "cycle1.rl.step1" right after the RL phase's
-# checkpoint of step 1 is complete
-KILL_HOOK_ENV = "SEE_TRAIN_KILL_AFTER"
 
 
 class TrainingError(RuntimeError):
@@ -52,12 +49,6 @@ class TrainingError(RuntimeError):
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _kill_hook(label: str) -> None:
-    if os.environ.get(KILL_HOOK_ENV) == label:
-        log.warning("%s=%s: killing this run now (test hook)", KILL_HOOK_ENV, label)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -209,7 +200,7 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         ctx.on_gpu,
         ctx.ranks,
         resume=resume,
-        on_checkpoint=lambda step: _kill_hook(f"cycle{cycle}.rl.step{step}"),
+        on_checkpoint=lambda step: kill_point(f"cycle{cycle}.rl.step{step}"),
         tally=tally,
     )
     for task in ("rl_steps", "rollouts", "judge"):
@@ -412,7 +403,7 @@ def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
         if not ctx.ranks.is_main:
             manifest = _read_json(manifest_path)  # main's record is the run's record
         if ctx.ranks.is_main:
-            _kill_hook(f"cycle{cycle}.{name}")
+            kill_point(f"cycle{cycle}.{name}")
     return manifest
 
 

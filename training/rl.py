@@ -205,6 +205,11 @@ def _trainer_class():
 
         clock: StepClock | None = None
 
+        # Overrides a PRIVATE TRL method, so the exact trl pin in pyproject.toml is load-bearing. Checked against
+        # trl 1.16.0: `_generate_single_turn(prompt_ids, ...)` returns (completion_ids, logprobs) and is the one
+        # place every generation backend (transformers, colocated vLLM, vLLM server) passes through. On a trl
+        # upgrade re-check the name, the arguments and the return shape (tests/unit/training/test_rl.py checks
+        # the three on the installed trl).
         def _generate_single_turn(self, prompt_ids, *args, **kwargs):
             started = time.perf_counter()
             completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)

@@ -10,7 +10,7 @@ import sys
 
 from selfeval.rubric import ATTRIBUTES
 from tests.integration.conftest import REPO
-from training.rule_judge import STRICT_RULE_JUDGE_MODEL, running_rule_judge
+from training.testing.rule_judge import STRICT_RULE_JUDGE_MODEL, running_rule_judge
 
 LIMIT = 5
 

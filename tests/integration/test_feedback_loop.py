@@ -27,7 +27,7 @@ from server.launch import free_port
 from server.ledger import Ledger
 from tests.integration.conftest import REPO, certified_policy_for, kill_hard, running_server
 from tests.postgres import fresh_database
-from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
+from training.testing.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
 pytestmark = pytest.mark.integration
 SCORES = {a: 6 for a in ATTRIBUTES}

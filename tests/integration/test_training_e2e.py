@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import REPO, running_server
-from training.rule_judge import running_rule_judge
+from training.testing.rule_judge import running_rule_judge
 
 
 def train(run_dir, judge_url, *settings, **env):

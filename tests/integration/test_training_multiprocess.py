@@ -16,7 +16,7 @@ import pytest
 
 from selfeval.card import load_card
 from tests.integration.conftest import REPO
-from training.rule_judge import running_rule_judge
+from training.testing.rule_judge import running_rule_judge
 
 PROCESSES = 2
 PER_RANK_BATCH = 4  # 2 prompts x 4 samples = 8 completions per step, 4 on each rank

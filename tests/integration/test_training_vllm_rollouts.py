@@ -11,7 +11,7 @@ import pytest
 from selfeval.block import CLOSE_TAG
 from selfeval.card import load_card
 from tests.integration.test_training_e2e import train
-from training.rule_judge import running_rule_judge
+from training.testing.rule_judge import running_rule_judge
 
 
 @pytest.mark.trains

@@ -14,7 +14,7 @@ from selfeval.judge import (
     judge_messages,
     parse_judge_reply,
 )
-from training.rule_judge import RULE_JUDGE_MODEL, rule_scores, running_rule_judge, split_judge_prompt
+from training.testing.rule_judge import RULE_JUDGE_MODEL, rule_scores, running_rule_judge, split_judge_prompt
 
 CONVERSATION = [{"role": "user", "content": "Give two tips for keeping houseplants alive."}]
 ANSWER = "Water them only when the soil is dry, and give them bright indirect light."
@@ -138,7 +138,7 @@ def test_pairwise_reply_is_strict():
 
 
 def test_pairwise_verdicts_over_http_follow_the_rules_in_both_orders_and_are_cached(tmp_path):
-    from training.rule_judge import STRICT_RULE_JUDGE_MODEL, rule_verdict, split_pairwise_prompt
+    from training.testing.rule_judge import STRICT_RULE_JUDGE_MODEL, rule_verdict, split_pairwise_prompt
 
     good = "Water houseplants when the soil is dry and keep them in bright indirect light; tips that work."
     bad = "plants plants plants plants"

@@ -101,7 +101,7 @@ def test_reward_judges_valid_blocks_only_and_logs_every_rollout(tmp_path):
     from training.progress import NullProgress
     from training.reward import score_reward
     from training.rl import RewardContext, make_reward_function
-    from training.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
+    from training.testing.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
 
     config = load_config("cpu-smoke")
     scores = {"helpfulness": 7, "correctness": 7, "coherence": 8, "complexity": 2, "verbosity": 2}
@@ -143,3 +143,17 @@ def test_step_clock_laps_split_the_phase_totals_per_step():
     clock.add("generation_s", 1.0)
     assert clock.lap() == {"generation_s": 1.0, "reward_s": 0.0}
     assert clock.totals == {"generation_s": 3.0, "reward_s": 0.5}
+
+
+def test_the_private_trl_method_we_override_keeps_the_shape_it_was_checked_with():
+    """training/rl.py overrides GRPOTrainer._generate_single_turn, a private method: a trl that renamed it, stopped
+    calling it or changed its return would let completions run past [/SELF_EVAL] without an error."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    assert list(inspect.signature(GRPOTrainer._generate_single_turn).parameters)[:2] == ["self", "prompt_ids"]
+    callers = [line for line in inspect.getsource(GRPOTrainer).splitlines() if "self._generate_single_turn(" in line]
+    assert callers, "GRPOTrainer no longer generates through _generate_single_turn"
+    body = inspect.getsource(GRPOTrainer._generate_single_turn).rstrip()
+    assert body.endswith("return completion_ids, logprobs")
