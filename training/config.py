@@ -1,21 +1,18 @@
-"""Training configuration: validated dataclasses, YAML presets, `--set key=value` overrides.
+"""Training configuration: pydantic models, YAML presets, `--set key=value` overrides.
 
 Building a config imports no torch. A run saves its resolved config (`config.yaml`) and a resumed run must be
 started with the same one (the loop refuses a mismatch instead of mixing two experiments in one directory).
 Presets live in `training/presets/*.yaml`; a preset only lists what differs from the defaults below, which are
-the paper's values (docs/method.md §3-7).
+the paper's values (docs/method.md §3-7). Every problem is a `ConfigError` naming the key and what to fix.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from selfeval.judge import JudgeSettings
 from training.data import DEFAULT_DATA, resolve_data_path
@@ -27,8 +24,13 @@ class ConfigError(ValueError):
     """A config that cannot run; the message says which key and why."""
 
 
-@dataclass(frozen=True)
-class RunConfig:
+class Section(BaseModel):
+    """One section of the config: immutable, unknown keys refused, YAML scalars read as the declared types."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunConfig(Section):
     name: str = "see"
     # see: SEE cycles (GRPO with the judge in the reward, then masked distillation of judged rollouts);
     # labels-distill: masked distillation of a labelled set's own responses on their human labels (off-policy)
@@ -43,8 +45,7 @@ class RunConfig:
     keep_checkpoints: str = "last"  # last: drop earlier cycles' RL/SFT weights; all: keep them
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     # HelpSteer2 jsonl(.gz); `data/...` names a shipped dataset (training.data.data_dir), other relative paths
     # are taken from the current directory
     path: str = DEFAULT_DATA
@@ -53,8 +54,7 @@ class DataConfig:
     max_prompt_tokens: int = 4096  # longer prompts are filtered out before the window is sampled
 
 
-@dataclass(frozen=True)
-class RewardConfig:
+class RewardConfig(Section):
     kind: str = "see"  # see, or rlcr (the adapted-RLCR baseline of §11)
     w_quality: float = 0.7
     w_calibration: float = 0.3
@@ -62,8 +62,7 @@ class RewardConfig:
     format_penalty: float = -1.0
 
 
-@dataclass(frozen=True)
-class RLConfig:
+class RLConfig(Section):
     steps: int = 10
     prompts_per_step: int = 16
     num_generations: int = 8
@@ -88,8 +87,7 @@ class RLConfig:
     checkpoint_every: int = 2
 
 
-@dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(Section):
     max_samples: int = 400
     per_prompt_cap: int = 4
     selection: str = "balanced"  # balanced (the paper's) or largest_mae
@@ -112,26 +110,30 @@ class SFTConfig:
     calibration_fraction: float = 0.0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+class TrainConfig(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)  # selfeval's dataclass: pydantic checks its keys
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
 
-    def __post_init__(self) -> None:
-        validate(self)
+    @model_validator(mode="after")
+    def _runnable(self) -> TrainConfig:
+        found = problems(self)
+        if found:
+            raise ValueError("invalid training config:\n  - " + "\n  - ".join(found))
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def data_path(self) -> Path:
         return resolve_data_path(self.data.path)
 
 
-def validate(config: TrainConfig) -> None:
+def problems(config: TrainConfig) -> list[str]:
+    """What stops this config from running, across keys (each key's own type is checked by pydantic)."""
     problems = []
     run, data, reward, rl, sft = config.run, config.data, config.reward, config.rl, config.sft
     if run.cycles < 1:
@@ -182,54 +184,34 @@ def validate(config: TrainConfig) -> None:
         problems.append("sft.selection must be balanced or largest_mae")
     if min(sft.max_samples, sft.per_prompt_cap, sft.per_device_batch, sft.grad_accum, sft.epochs, sft.min_rows) < 1:
         problems.append("sft sizes must be >= 1")
-    if problems:
-        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+    return problems
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a YAML or command-line value into the field's declared type."""
-    hint = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
-        if type(None) in hint:
-            return None
-        raise ConfigError(f"{key} cannot be null")
-    for kind in (t for t in hint if t is not type(None)):
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            continue
-        try:
-            if kind in (int, float) and isinstance(value, bool):
-                continue
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                continue
-            return kind(value)
-        except (TypeError, ValueError):
-            continue
-    raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the section at `loc` (a path of field names) accepts."""
+    section: Any = TrainConfig
+    for part in loc:
+        section = section.model_fields[part].annotation if hasattr(section, "model_fields") else None
+    if hasattr(section, "model_fields"):
+        return sorted(section.model_fields)
+    return sorted(getattr(section, "__dataclass_fields__", {}))
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(f'{prefix}{k}' for k in unknown)}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name} must be a mapping")
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+def _explain(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"unknown key {key}; known: {', '.join(_known_keys(error['loc'][:-1]))}"
+    if error["type"] == "value_error":
+        message = str(error["ctx"]["error"])
+        return f"{key}: {message}" if key else message
+    return f"{key}: cannot read {error['input']!r} ({error['msg']})"
+
+
+def _build(tree: dict[str, Any]) -> TrainConfig:
     try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        return TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_explain(error) for error in exc.errors())) from None
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
@@ -262,11 +244,11 @@ def load_config(source: str | Path, overrides: list[str] = ()) -> TrainConfig:
         raise ConfigError(f"{path} must hold a mapping")
     for assignment in overrides:
         apply_override(tree, assignment)
-    return _build(TrainConfig, tree, "")
+    return _build(tree)
 
 
 def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
-    return _build(TrainConfig, tree, "")
+    return _build(tree)
 
 
 def dump_config(config: TrainConfig) -> str:
