@@ -66,7 +66,7 @@ def from_journal(items: Sequence, records: Mapping[str, dict]) -> JudgedScores:
 
 
 def from_ledger(pairs: Sequence) -> JudgedScores:
-    """Ledger verdicts (server.ledger.ScoredPair); each answer is its own group."""
+    """Ledger verdicts (server.calibration.ledger.ScoredPair); each answer is its own group."""
     return JudgedScores(
         [f"{p.response_id}/{p.choice}/{p.judge}" for p in pairs],
         np.array([f"{p.response_id}/{p.choice}" for p in pairs]),

@@ -30,7 +30,7 @@ def default_ledger() -> str:
 
 def ledger_verdicts(fingerprint: str, ledger: str | None, judge: str | None) -> list:
     """Every verdict the ledger holds for the card (optionally of one judge), oldest first; exit 2 if unreachable."""
-    from server.ledger import Ledger, LedgerError
+    from server.calibration.ledger import Ledger, LedgerError
 
     try:
         store = Ledger(ledger or default_ledger())

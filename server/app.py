@@ -23,12 +23,12 @@ from fastapi import FastAPI
 from selfeval.calibration import CalibrationMap, card_fingerprint
 from selfeval.card import ModelCard
 from selfeval.certified_policy import CertifiedPolicy
+from server.calibration.feedback_loop import FeedbackLoop
+from server.calibration.risk_monitor import AcceptRiskMonitor
 from server.engine import Engine, SchedulerObserver
 from server.errors import EngineDeadError, NotReadyError, install_error_handlers
-from server.feedback_loop import FeedbackLoop
 from server.limits import RequestLimits
 from server.metrics import HttpMetricsMiddleware, ServiceMetrics
-from server.risk_monitor import AcceptRiskMonitor
 from server.routes import feedback, generate, health, openai, score
 from server.service import GenerationService
 from server.settings import Settings

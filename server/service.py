@@ -31,6 +31,7 @@ from selfeval.integrity import (
 from selfeval.prompts import PromptError, render_prompt, validate_messages
 from selfeval.readout import ScoreDistribution, predicted_quality
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
+from server.calibration.feedback_loop import FeedbackLoop
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
 from server.errors import (
     EngineDeadError,
@@ -40,7 +41,6 @@ from server.errors import (
     ServiceError,
     describe_validation_errors,
 )
-from server.feedback_loop import FeedbackLoop
 from server.metrics import ServiceMetrics
 from server.policy import Decision, PolicyThresholds, decide, decide_certified
 from server.protocol import (

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from server.calibration_monitor import absolute_errors
+from server.calibration.feedback_loop import FeedbackLoop
+from server.calibration.ledger import Feedback, LedgerError
+from server.calibration.monitor import absolute_errors
 from server.errors import ConflictError, NotFoundError, NotReadyError
-from server.feedback_loop import FeedbackLoop
-from server.ledger import Feedback, LedgerError
 from server.protocol import FeedbackRequest, FeedbackResponse
 
 router = APIRouter(prefix="/v1")

@@ -23,8 +23,8 @@ from selfeval.calibration import card_fingerprint, load_calibration
 from selfeval.card import load_card
 from selfeval.certified_policy import load_policy
 from selfeval.rubric import ATTRIBUTES
+from server.calibration.ledger import Ledger
 from server.launch import free_port
-from server.ledger import Ledger
 from tests.integration.conftest import REPO, certified_policy_for, kill_hard, running_server
 from tests.postgres import fresh_database
 from training.testing.rule_judge import RULE_JUDGE_MODEL, running_rule_judge

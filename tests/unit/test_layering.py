@@ -2,7 +2,8 @@
 
 selfeval/ (the SEE contract) imports none of our packages; server/ and training/ import neither each other
 nor evaluation/ (or the command line, or the benchmarks); the SDK imports nothing of the server side.
-Higher layers (evaluation/, seecli/, bench/) may import the ones below them."""
+Higher layers (evaluation/, seecli/, bench/) may import the ones below them. Inside server/, the calibration
+subsystem (server/calibration/) imports nothing of the answer path but its settings and metrics."""
 
 from __future__ import annotations
 
@@ -26,15 +27,19 @@ def package_dir(name: str) -> Path:
     return SDK if name == "see_client" else REPO / name
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def imported_packages(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in imported_modules(path)}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -43,6 +48,18 @@ def test_no_import_runs_up_or_across_the_layers(package):
     assert files, f"no Python files under {package_dir(package)}"
     crossings = {str(path.relative_to(REPO)): sorted(imported_packages(path) & FORBIDDEN[package]) for path in files}
     assert {path: found for path, found in crossings.items() if found} == {}
+
+
+def test_the_calibration_subsystem_sits_below_the_answer_path():
+    """server/calibration/ may use the server's settings and metrics, nothing of the answer path above it."""
+    allowed = {"server.settings", "server.metrics"}
+    found = {}
+    for path in sorted((REPO / "server" / "calibration").rglob("*.py")):
+        server = {m for m in imported_modules(path) if m.split(".")[0] == "server"}
+        above = {m for m in server - allowed if not m.startswith("server.calibration")}
+        if above:
+            found[str(path.relative_to(REPO))] = sorted(above)
+    assert found == {}
 
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path):

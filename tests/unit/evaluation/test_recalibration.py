@@ -15,7 +15,7 @@ from selfeval.calibration import (
 from selfeval.card import Lineage, ModelCard
 from selfeval.readout import distribution_from_logprobs
 from selfeval.rubric import ATTRIBUTES
-from server.ledger import ScoredPair
+from server.calibration.ledger import ScoredPair
 
 DIGITS = np.arange(10)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from selfeval.rubric import ATTRIBUTES
-from server.calibration_monitor import CalibrationMonitor, drift_verdict, split_windows, verdict_errors
-from server.ledger import Feedback, Ledger, ResponseRecord, ScoredPair
+from server.calibration.ledger import Feedback, Ledger, ResponseRecord, ScoredPair
+from server.calibration.monitor import CalibrationMonitor, drift_verdict, split_windows, verdict_errors
 from server.metrics import ServiceMetrics
 from server.settings import MonitorSettings
 
@@ -96,7 +96,7 @@ def test_the_monitor_reads_the_ledger_and_sets_the_gauges(ledger_url):
 
 
 def test_the_certified_policys_realised_accept_risk_and_alarm_come_from_new_verdicts(ledger_url):
-    from server.risk_monitor import AcceptRiskMonitor
+    from server.calibration.risk_monitor import AcceptRiskMonitor
     from tests.unit.selfeval.test_certified_policy import all_at, policy
 
     certified = policy()  # accepts predicted quality >= 0.7, promises P(bad | accept) <= 0.2

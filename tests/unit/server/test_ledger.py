@@ -5,7 +5,7 @@ import time
 import pytest
 
 from selfeval.rubric import ATTRIBUTES
-from server.ledger import Feedback, Ledger, LedgerError, ResponseRecord, redact
+from server.calibration.ledger import Feedback, Ledger, LedgerError, ResponseRecord, redact
 
 UNIFORM = {a: [0.1] * 10 for a in ATTRIBUTES}
 SCORES = {a: 7 for a in ATTRIBUTES}

@@ -18,12 +18,12 @@ import time
 from collections.abc import Sequence
 
 from selfeval.readout import ScoreDistribution
-from server.calibration_monitor import CalibrationMonitor, absolute_errors
-from server.ledger import Feedback, FeedbackOutcome, Ledger, LedgerError, ResponseRecord
+from server.calibration.ledger import Feedback, FeedbackOutcome, Ledger, LedgerError, ResponseRecord
+from server.calibration.monitor import CalibrationMonitor, absolute_errors
+from server.calibration.risk_monitor import AcceptRiskMonitor
+from server.calibration.shadow import ShadowItem, ShadowJudge
 from server.metrics import ServiceMetrics
-from server.risk_monitor import AcceptRiskMonitor
 from server.settings import Settings
-from server.shadow import ShadowItem, ShadowJudge
 
 log = logging.getLogger(__name__)
 PRUNE_INTERVAL_S = 3600.0

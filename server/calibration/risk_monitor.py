@@ -20,7 +20,7 @@ from selfeval import binomial
 from selfeval.calibration import CalibrationMap
 from selfeval.certified_policy import CertifiedPolicy
 from selfeval.readout import ScoreDistribution
-from server.ledger import ScoredPair
+from server.calibration.ledger import ScoredPair
 from server.metrics import ServiceMetrics
 
 

@@ -10,7 +10,7 @@ Drift fires when the recent mean absolute error (per verdict: mean over the five
 reference's by `drift_threshold` points AND the increase is at least `drift_z` standard errors (Welch), so
 a threshold crossed by sampling noise in a small window does not page anyone. Below `min_count` verdicts in
 either window there is no verdict (the gauge stays 0 and the window sizes say why). With a certified policy
-loaded, the newest window also feeds its realised accept risk (`server/risk_monitor.py`).
+loaded, the newest window also feeds its realised accept risk (`server/calibration/risk_monitor.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np
 from selfeval.calibration_error import digit_ece
 from selfeval.readout import expected_score
 from selfeval.rubric import ATTRIBUTES
-from server.ledger import Ledger, ScoredPair
+from server.calibration.ledger import Ledger, ScoredPair
+from server.calibration.risk_monitor import AcceptRiskMonitor
 from server.metrics import ServiceMetrics
-from server.risk_monitor import AcceptRiskMonitor
 from server.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
