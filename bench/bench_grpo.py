@@ -97,12 +97,9 @@ def stock_run(ctx, prompts, out_dir: Path) -> list[dict]:
 
 
 def see_run(ctx, prompts, out_dir: Path) -> list[dict]:
-    from training.progress import NullProgress
     from training.rl import run_rl_phase
 
-    result = run_rl_phase(ctx.config, ctx.base_model, prompts, out_dir, ctx.judge, 1, NullProgress(), ctx.on_gpu,
-                          ctx.ranks)  # fmt: skip
-    return result["steps"]
+    return run_rl_phase(ctx, 1, ctx.base_model, prompts, out_dir).steps
 
 
 def summarise(kind: str, steps: list[dict], completions_per_step: int) -> dict:

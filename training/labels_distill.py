@@ -39,8 +39,9 @@ from selfeval.prompts import render_prompt
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
 from training.config import dump_config
 from training.labels_judge import LabelsJudge
-from training.loop import RunContext, TrainingError, _read_json
+from training.loop import TrainingError, _read_json
 from training.memory import release_memory
+from training.run_context import RunContext
 from training.testing.faults import kill_point
 
 SHARD_ROWS = 32

