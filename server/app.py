@@ -186,6 +186,7 @@ def build_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)
     app.include_router(health.router)
     app.include_router(generate.router)
+    app.include_router(openai.models_router)
     app.include_router(openai.router)
     app.include_router(score.router)
     app.include_router(feedback.router)

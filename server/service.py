@@ -1,8 +1,12 @@
-"""The generation service: conversation -> prompt -> engine -> answer + self-evaluation.
+"""The generation service: the one answer path, conversation -> prompt -> engine -> scored answers.
 
-Owns the request-level rules that need the model: the prompt mode from the card, the context budget
-(prompt + answer + room for a forced readout must fit), the sampling defaults, streaming without the block,
-the decision policy, and recording metrics. Routes call it; it never sees HTTP.
+Every scored answer, whatever its wire shape, goes through the same steps here: validate and tokenise once
+(`prepare_answers`, which also claims the request's work from admission), generate the n choices together and
+read each one's self-evaluation (`answers`, or its streaming twin `stream_answers`), then calibrate, decide,
+record in the ledger and the metrics. `score` does the same for a response someone else wrote. It also owns
+the request-level rules that need the model: the prompt mode from the card, the context budget (prompt +
+answer + room for a forced readout must fit), the sampling defaults and streaming without the block. Routes
+map its results (server.answers) to their wire formats; it never sees HTTP.
 """
 
 from __future__ import annotations
@@ -31,6 +35,15 @@ from selfeval.integrity import (
 from selfeval.prompts import PromptError, render_prompt, validate_messages
 from selfeval.readout import ScoreDistribution, predicted_quality
 from selfeval.rubric import ATTRIBUTES, SCALE_MAX
+from server.answers import (
+    ID_PREFIX,
+    AnswerRequest,
+    Answers,
+    ChoiceText,
+    PreparedAnswers,
+    ScoredAnswer,
+    all_or_nothing,
+)
 from server.calibration.feedback_loop import FeedbackLoop
 from server.engine import Engine, Generation, SamplingSpec, new_request_id
 from server.errors import (
@@ -43,14 +56,7 @@ from server.errors import (
 )
 from server.metrics import ServiceMetrics
 from server.policy import Decision, PolicyThresholds, decide, decide_certified
-from server.protocol import (
-    AttributeScore,
-    CalibratedEvaluation,
-    GenerateRequest,
-    GenerateResponse,
-    SelfEvaluation,
-    Usage,
-)
+from server.protocol import AttributeScore, CalibratedEvaluation, SelfEvaluation
 from server.scoring import Readout, forced_readout, read_self_evaluation
 from server.settings import Settings
 
@@ -222,28 +228,130 @@ class GenerationService:
         )
         return Prepared(prompt_ids, spec, flags)
 
-    async def complete(
-        self,
-        prompt_ids: list[int],
-        spec: SamplingSpec,
-        request_id: str,
-        *,
-        flags: Sequence[str] = (),
-        record_metrics: bool = True,
-        timeout_s: float | None = None,
+    async def prepare_answers(self, request: AnswerRequest, claim: Claim = no_claim) -> PreparedAnswers:
+        """Validate and tokenise a request once for its n choices and claim its work from admission; every
+        refusal (a 4xx) happens here, before any engine work or any streamed byte."""
+        self.thresholds(request.thresholds)
+        base = await self.prepare(
+            request.messages,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=None,
+            stop=list(request.stop),
+            read_digits=request.score,
+        )
+        claim(self.work(base, request.n))
+        specs = tuple(replace(base.spec, seed=request.seed_for(i)) for i in range(request.n))
+        request_id = new_request_id(ID_PREFIX[request.endpoint])
+        return PreparedAnswers(request, request_id, base.prompt_ids, specs, tuple(base.flags))
+
+    async def answers(
+        self, prepared: PreparedAnswers, *, record: bool = True, timeout_s: float | None = None
+    ) -> Answers:
+        """The n scored answers. They succeed or fail together, and only a full set is decided and recorded:
+        no ledger rows for a response nobody receives. The n records wait together, not one after another."""
+        generated = await all_or_nothing(
+            self._complete(prepared, index, record_metrics=record, timeout_s=timeout_s)
+            for index in range(len(prepared.specs))
+        )
+        choices = await asyncio.gather(
+            *(self._finish(prepared, index, *result, record=record) for index, result in enumerate(generated))
+        )
+        return Answers(prepared.id, len(prepared.prompt_ids), list(choices))
+
+    async def stream_answers(self, prepared: PreparedAnswers) -> AsyncIterator[ChoiceText | ScoredAnswer]:
+        """The streaming twin of `answers`: each choice's text as it comes (never the block), then that
+        choice's ScoredAnswer, already decided and recorded. The first failing choice cancels the others and
+        its error is raised here; closing the iterator (a client gone) cancels every choice's engine work."""
+        queue: asyncio.Queue[ChoiceText | ScoredAnswer | Exception | None] = asyncio.Queue()
+
+        async def run_choice(index: int) -> None:
+            async for item in self._stream_choice(prepared, index):
+                if isinstance(item, str):
+                    await queue.put(ChoiceText(index, item))
+                else:
+                    await queue.put(await self._finish(prepared, index, *item, record=True))
+
+        async def run_all() -> None:
+            try:
+                await all_or_nothing(run_choice(index) for index in range(len(prepared.specs)))
+            except Exception as exc:  # handed to the consumer, which raises it
+                await queue.put(exc)
+            finally:
+                await queue.put(None)
+
+        producer = asyncio.create_task(run_all())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            producer.cancel()  # the consumer is gone (or done): stop generating
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def score(
+        self, messages: list[dict[str, str]], response: str, thresholds: dict | None, claim: Claim = no_claim
+    ) -> Answers:
+        """Teacher-forced readout of any model's `response` to the conversation, decided and recorded."""
+        self.thresholds(thresholds)  # a bad override is refused before any work
+        answer = answer_before_block(response)
+        if not answer:
+            raise InvalidRequestError("response is empty; give the answer text to score", param="response")
+        prepared = await self.prepare(
+            messages,
+            max_tokens=None,
+            temperature=None,
+            top_p=None,
+            seed=None,
+            stop=[],
+            other_texts=(response,),
+            answer_chars=len(answer),
+        )
+        prompt_ids = prepared.prompt_ids
+        # the answer's tokens are not known before the readout encodes it; its characters bound them well
+        # enough for admission (a token is a character or more, bar rare multi-token characters)
+        claim(len(prompt_ids) + len(answer) + self.readout_reserve)
+        request_id = new_request_id(ID_PREFIX["score"])
+        async with self._engine_errors(request_id), asyncio.timeout(self.settings.request_timeout_s):
+            forced = await forced_readout(self.engine, prompt_ids, answer, request_id)
+        if forced.distributions is None:
+            raise InvalidRequestError(
+                f"cannot score this response: {forced.failure}", param="response", code="context_length_exceeded"
+            )
+        readout = Readout(
+            answer,
+            "forced",
+            forced.distributions,
+            reason="teacher-forced on the given response",
+            readout_tokens=forced.readout_tokens,
+            flags=tuple(prepared.flags),
+            cost=forced.cost,
+        )
+        self.metrics.observe_readout(readout.source, readout.distributions, readout.cost)
+        decision = self.decide(readout, thresholds)
+        await self.record(request_id, 0, "score", messages, readout.answer, readout, decision)
+        scored = ScoredAnswer(0, readout.answer, None, 0, readout, self.wire(readout), decision)
+        return Answers(request_id, len(prompt_ids), [scored])
+
+    async def _complete(
+        self, prepared: PreparedAnswers, index: int, *, record_metrics: bool, timeout_s: float | None
     ) -> tuple[Generation, Readout | None]:
-        """Generate one answer and read its self-evaluation (when `spec.read_digits`), carrying the request's flags."""
+        """Generate one choice and read its self-evaluation (when scoring), carrying the request's flags."""
+        request_id, spec, prompt_ids = f"{prepared.id}-{index}", prepared.specs[index], prepared.prompt_ids
         async with self._engine_errors(request_id), asyncio.timeout(timeout_s or self.settings.request_timeout_s):
             generation = await self.engine.generate(prompt_ids, spec, request_id)
-            readout = await self._read(prompt_ids, generation, request_id, flags) if spec.read_digits else None
+            readout = await self._read(prompt_ids, generation, request_id, prepared.flags) if spec.read_digits else None
         if record_metrics:
             self._record(len(prompt_ids), generation, readout)
         return generation, readout
 
-    async def stream(
-        self, prompt_ids: list[int], spec: SamplingSpec, request_id: str, flags: Sequence[str] = ()
+    async def _stream_choice(
+        self, prepared: PreparedAnswers, index: int
     ) -> AsyncIterator[str | tuple[Generation, Readout | None]]:
         """Yield answer text deltas (never the block), then one (generation, readout) tuple."""
+        request_id, spec, prompt_ids = f"{prepared.id}-{index}", prepared.specs[index], prepared.prompt_ids
         answer_stream = AnswerStream()
         started = time.monotonic()
         deadline = started + self.settings.request_timeout_s
@@ -263,7 +371,8 @@ class GenerationService:
             readout = None
             if spec.read_digits:
                 remaining = max(0.0, deadline - time.monotonic())
-                readout = await asyncio.wait_for(self._read(prompt_ids, generation, request_id, flags), remaining)
+                reading = self._read(prompt_ids, generation, request_id, prepared.flags)
+                readout = await asyncio.wait_for(reading, remaining)
         except TimeoutError:
             raise self._timed_out(request_id) from None
         except asyncio.CancelledError:
@@ -275,44 +384,22 @@ class GenerationService:
         self._record(len(prompt_ids), generation, readout)
         yield generation, readout
 
-    async def score(
-        self, messages: object, response: str, request_id: str, claim: Claim = no_claim
-    ) -> tuple[list[int], Readout]:
-        """Teacher-forced readout of any model's `response` to the conversation."""
-        answer = answer_before_block(response)
-        if not answer:
-            raise InvalidRequestError("response is empty; give the answer text to score", param="response")
-        prepared = await self.prepare(
-            messages,
-            max_tokens=None,
-            temperature=None,
-            top_p=None,
-            seed=None,
-            stop=[],
-            other_texts=(response,),
-            answer_chars=len(answer),
+    async def _finish(
+        self, prepared: PreparedAnswers, index: int, generation: Generation, readout: Readout | None, *, record: bool
+    ) -> ScoredAnswer:
+        """One generated choice, scored: wire self-evaluation, decision, ledger record (unless `record` is off:
+        the warm-up is nobody's answer)."""
+        request = prepared.request
+        answer = answer_text(generation, readout)
+        evaluation = decision = None
+        if request.score and readout is not None:
+            evaluation = self.wire(readout)
+            decision = self.decide(readout, request.thresholds, count=record)
+        if record:
+            await self.record(prepared.id, index, request.endpoint, request.messages, answer, readout, decision)
+        return ScoredAnswer(
+            index, answer, generation.finish_reason, len(generation.token_ids), readout, evaluation, decision
         )
-        prompt_ids = prepared.prompt_ids
-        # the answer's tokens are not known before the readout encodes it; its characters bound them well
-        # enough for admission (a token is a character or more, bar rare multi-token characters)
-        claim(len(prompt_ids) + len(answer) + self.readout_reserve)
-        async with self._engine_errors(request_id), asyncio.timeout(self.settings.request_timeout_s):
-            forced = await forced_readout(self.engine, prompt_ids, answer, request_id)
-        if forced.distributions is None:
-            raise InvalidRequestError(
-                f"cannot score this response: {forced.failure}", param="response", code="context_length_exceeded"
-            )
-        readout = Readout(
-            answer,
-            "forced",
-            forced.distributions,
-            reason="teacher-forced on the given response",
-            readout_tokens=forced.readout_tokens,
-            flags=tuple(prepared.flags),
-            cost=forced.cost,
-        )
-        self.metrics.observe_readout(readout.source, readout.distributions, readout.cost)
-        return prompt_ids, readout
 
     def thresholds(self, overrides: dict | None) -> PolicyThresholds:
         """Settings' thresholds with per-request overrides applied; a bad override is a 400, and so is one
@@ -337,7 +424,7 @@ class GenerationService:
             return None
         return self.calibration.apply(readout.distributions)
 
-    def decide(self, readout: Readout | None, overrides: dict | None) -> Decision:
+    def decide(self, readout: Readout | None, overrides: dict | None, *, count: bool = True) -> Decision:
         """The policy on the calibrated scores when a map is loaded (and allowed), else on the raw ones: the
         certified policy when one is loaded (per-request thresholds add to it, or replace it where the operator
         lets them loosen the policy), else the hand-set rules."""
@@ -351,7 +438,8 @@ class GenerationService:
         else:  # on the scores it was fitted on: raw, or those of the map it names (checked at start)
             certified_on = calibrated if self.certified_policy.calibration_version is not None else raw
             decision = decide_certified(certified_on, self.certified_policy, thresholds, flags, bool(overrides))
-        self.metrics.decisions.labels(self.model_name, decision.action).inc()
+        if count:
+            self.metrics.decisions.labels(self.model_name, decision.action).inc()
         return decision
 
     def wire(self, readout: Readout) -> SelfEvaluation:
@@ -436,56 +524,13 @@ class GenerationService:
         if readout is not None:
             self.metrics.observe_readout(readout.source, readout.distributions, readout.cost)
 
-    async def generate(
-        self,
-        request: GenerateRequest,
-        *,
-        claim: Claim = no_claim,
-        record_metrics: bool = True,
-        timeout_s: float | None = None,
-    ) -> GenerateResponse:
-        prepared = await self.prepare(
-            request.conversation(),
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=request.stop_list(),
-            read_digits=request.score,
-        )
-        claim(self.work(prepared))
-        request_id = new_request_id()
-        prompt_ids = prepared.prompt_ids
-        generation, readout = await self.complete(
-            prompt_ids, prepared.spec, request_id, flags=prepared.flags, record_metrics=record_metrics,
-            timeout_s=timeout_s,
-        )  # fmt: skip
-        answer = answer_text(generation, readout)
-        decision = self.decide(readout, request.decision_thresholds) if request.score else None
-        if record_metrics:  # not the warm-up
-            await self.record(request_id, 0, "generate", request.conversation(), answer, readout, decision)
-        return GenerateResponse(
-            id=request_id,
-            model=self.model_name,
-            answer=answer,
-            finish_reason=generation.finish_reason,
-            self_evaluation=self.wire(readout) if readout is not None else None,
-            decision=decision.to_dict() if decision is not None else None,
-            usage=Usage(
-                prompt_tokens=len(prompt_ids),
-                completion_tokens=len(generation.token_ids),
-                total_tokens=len(prompt_ids) + len(generation.token_ids),
-                readout_tokens=readout.readout_tokens if readout is not None else 0,
-            ),
-        )
-
     async def warmup(self) -> None:
         """One short request through every code path, so the first real request is not the slow one.
 
         Not bound by the client request timeout: on a busy host the first pass can take longer than a small
-        SEE_REQUEST_TIMEOUT_S, and that must not stop the server from loading."""
-        warm = GenerateRequest(prompt="Say hello.", max_tokens=8, temperature=0.0)
-        await self.generate(warm, record_metrics=False, timeout_s=WARMUP_TIMEOUT_S)
+        SEE_REQUEST_TIMEOUT_S, and that must not stop the server from loading. Nothing of it is recorded."""
+        warm = AnswerRequest([{"role": "user", "content": "Say hello."}], "generate", max_tokens=8, temperature=0.0)
+        await self.answers(await self.prepare_answers(warm), record=False, timeout_s=WARMUP_TIMEOUT_S)
 
 
 def answer_text(generation: Generation, readout: Readout | None) -> str:

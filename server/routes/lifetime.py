@@ -1,11 +1,9 @@
-"""How long a request's work may live: no longer than its client, and no choice longer than its siblings.
+"""How long a request's work may live: no longer than its client.
 
 - `until_disconnect`: a non-streaming request's work runs as a task beside a watcher on the ASGI receive
   channel; when the client hangs up the task is cancelled, which aborts its engine requests and frees its
   admission slot at once instead of generating for nobody until the request timeout. The answer is a 499
   (nginx's "client closed request"), which only the metrics see.
-- `all_or_nothing`: the n choices of one request succeed together; the first failure cancels the others (no
-  engine time or ledger rows spent on a response nobody receives) and is what the client sees.
 - `work_claim`: how a route takes its request's tokens of work from the admission budget (`server.work`); the
   middleware that opened the ticket releases it when the response is done.
 """
@@ -13,7 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import Request
@@ -48,17 +46,6 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-async def all_or_nothing(works: Iterable[Awaitable[T]]) -> list[T]:
-    tasks = [asyncio.ensure_future(work) for work in works]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def work_claim(request: Request) -> Claim:

@@ -3,23 +3,23 @@
 Streaming sends OpenAI chunks; the block text is never streamed. After a choice's last content chunk comes
 one chunk with its `finish_reason`, `self_evaluation` and `decision`, then `data: [DONE]`. A client that
 disconnects cancels the stream, and with it the engine request; so does one that hangs up on a non-streamed
-request (`lifetime.until_disconnect`). The n choices succeed or fail together (`lifetime.all_or_nothing`).
+request (`lifetime.until_disconnect`). The n choices succeed or fail together (`answers.all_or_nothing`).
+The route only maps the service's answers (server.answers) to OpenAI's wire format.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from server.engine import new_request_id
-from server.errors import NotFoundError, ServiceError, error_body
+from server.answers import AnswerRequest, Answers, ChoiceText, PreparedAnswers
+from server.errors import ServiceError, error_body
 from server.openai_protocol import (
     AssistantMessage,
     ChatChoice,
@@ -29,27 +29,16 @@ from server.openai_protocol import (
     ModelInfo,
     ModelList,
 )
-from server.policy import Decision
-from server.protocol import SEED_MAX
-from server.routes.lifetime import all_or_nothing, until_disconnect, work_claim
-from server.service import GenerationService, answer_text
+from server.routes.deps import answer_service
+from server.routes.lifetime import until_disconnect, work_claim
+from server.service import GenerationService
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1")  # chat completions
+models_router = APIRouter(prefix="/v1")  # the model list: the standalone server's; vLLM's own in the plugin
 
 
-def check_model(requested: str | None, served: str) -> None:
-    if requested is not None and requested != served:
-        raise NotFoundError(
-            f"model {requested!r} not found; this server serves {served!r}", param="model", code="model_not_found"
-        )
-
-
-def seed_for(request: ChatCompletionRequest, index: int) -> int | None:
-    return None if request.seed is None else (request.seed + index) % (SEED_MAX + 1)
-
-
-@router.get("/models", response_model=ModelList)
+@models_router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     state = request.app.state.see
     return ModelList(data=[ModelInfo(id=state.model_name, created=int(state.created_at))])
@@ -61,63 +50,46 @@ async def list_models(request: Request) -> ModelList:
     summary="OpenAI chat completions; each choice carries self_evaluation and decision",
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    service: GenerationService = request.app.state.see.require_service()
-    check_model(body.model, service.model_name)
-    service.thresholds(body.decision_thresholds)  # validate overrides before any work
-    base = await service.prepare(  # tokenised once for all n choices
+    service = answer_service(request, body.model)
+    asked = AnswerRequest(
         [m.model_dump() for m in body.messages],
+        "chat",
         max_tokens=body.budget(),
         temperature=body.temperature,
         top_p=body.top_p,
-        seed=None,
-        stop=body.stop_list(),
-        read_digits=body.score,
+        seed=body.seed,
+        stop=tuple(body.stop_list()),
+        n=body.n,
+        score=body.score,
+        thresholds=body.decision_thresholds,
     )
-    work_claim(request)(service.work(base, body.n))
-    prepared = [(base.prompt_ids, replace(base.spec, seed=seed_for(body, i))) for i in range(body.n)]
-    request_id = new_request_id("chatcmpl")
+    prepared = await service.prepare_answers(asked, work_claim(request))  # every 4xx before the stream starts
     if body.stream:
-        chunks = stream_chat(service, body, prepared, base.flags, request_id)
-        return StreamingResponse(chunks, media_type="text/event-stream")
-    choices_done = all_or_nothing(
-        service.complete(ids, spec, f"{request_id}-{i}", flags=base.flags) for i, (ids, spec) in enumerate(prepared)
-    )
-    results = await until_disconnect(request, choices_done)
-    choices, records = [], []
-    conversation = [m.model_dump() for m in body.messages]
-    for index, (generation, readout) in enumerate(results):
-        evaluation, decision = scored(service, body, readout)
-        answer = answer_text(generation, readout)
-        records.append(service.record(request_id, index, "chat", conversation, answer, readout, decision))
-        choices.append(
-            ChatChoice(
-                index=index,
-                message=AssistantMessage(content=answer),
-                finish_reason=generation.finish_reason,
-                self_evaluation=evaluation,
-                decision=decision.to_dict() if decision is not None else None,
-            )
+        return StreamingResponse(stream_chat(service, body, prepared), media_type="text/event-stream")
+    return completion(service, await until_disconnect(request, service.answers(prepared)))
+
+
+def completion(service: GenerationService, answers: Answers) -> ChatCompletion:
+    choices = [
+        ChatChoice(
+            index=choice.index,
+            message=AssistantMessage(content=choice.answer),
+            finish_reason=choice.finish_reason,
+            self_evaluation=choice.self_evaluation,
+            decision=choice.wire_decision(),
         )
-    await asyncio.gather(*records)  # the n ledger records wait together, not write_timeout_s one after another
-    prompt_tokens = len(prepared[0][0])
-    completion_tokens = sum(len(generation.token_ids) for generation, _ in results)
+        for choice in answers.choices
+    ]
     return ChatCompletion(
-        id=request_id,
+        id=answers.id,
         model=service.model_name,
         choices=choices,
         usage=CompletionUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens=answers.prompt_tokens,
+            completion_tokens=answers.completion_tokens,
+            total_tokens=answers.prompt_tokens + answers.completion_tokens,
         ),
     )
-
-
-def scored(service: GenerationService, body: ChatCompletionRequest, readout) -> tuple[dict | None, Decision | None]:
-    """The choice's SEE extension fields: (self_evaluation, decision), both None when scoring was off."""
-    if not body.score:
-        return None, None
-    return service.wire(readout).model_dump(), service.decide(readout, body.decision_thresholds)
 
 
 def sse(payload: dict | str) -> str:
@@ -125,13 +97,13 @@ def sse(payload: dict | str) -> str:
 
 
 async def stream_chat(
-    service: GenerationService, body: ChatCompletionRequest, prepared, flags: list[str], request_id: str
+    service: GenerationService, body: ChatCompletionRequest, prepared: PreparedAnswers
 ) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:
         payload = {
-            "id": request_id,
+            "id": prepared.id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": service.model_name,
@@ -141,53 +113,27 @@ async def stream_chat(
             payload["usage"] = usage
         return sse(payload)
 
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    conversation = [m.model_dump() for m in body.messages]
-    completion_tokens = [0] * len(prepared)
-
-    async def run_choice(index: int, prompt_ids, spec) -> None:
-        await queue.put(chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
-        async for item in service.stream(prompt_ids, spec, f"{request_id}-{index}", flags):
-            if isinstance(item, str):
-                await queue.put(chunk([{"index": index, "delta": {"content": item}, "finish_reason": None}]))
-                continue
-            generation, readout = item
-            completion_tokens[index] = len(generation.token_ids)
-            evaluation, decision = scored(service, body, readout)
-            answer = answer_text(generation, readout)
-            await service.record(request_id, index, "chat", conversation, answer, readout, decision)
-            final = {"index": index, "delta": {}, "finish_reason": generation.finish_reason}
-            wire_decision = decision.to_dict() if decision is not None else None
-            await queue.put(chunk([{**final, "self_evaluation": evaluation, "decision": wire_decision}]))
-
-    async def run_all() -> None:
-        try:
-            await all_or_nothing(run_choice(i, ids, spec) for i, (ids, spec) in enumerate(prepared))
-            if body.stream_options and body.stream_options.include_usage:
-                prompt_tokens = len(prepared[0][0])
-                total = sum(completion_tokens)
-                await queue.put(
-                    chunk(
-                        [],
-                        {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": total,
-                            "total_tokens": prompt_tokens + total,
-                        },
-                    )
-                )
-        except ServiceError as exc:
-            await queue.put(sse(error_body(exc.message, exc.error_type, exc.param, exc.code)))
-        except Exception:  # headers are sent: the error goes in the stream, never a bare [DONE] after a cut answer
-            log.exception("stream %s failed", request_id)
-            await queue.put(sse(error_body("internal server error; see the server log", "internal_error")))
-        finally:
-            await queue.put(None)
-
-    producer = asyncio.create_task(run_all())
+    completion_tokens = [0] * len(prepared.specs)
+    for index in range(len(prepared.specs)):
+        yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     try:
-        while (item := await queue.get()) is not None:
-            yield item
-        yield sse("[DONE]")
-    finally:
-        producer.cancel()  # client went away (or we finished): stop generating
+        # closing the events (a client gone: this generator is cancelled) cancels every choice's engine work
+        async with aclosing(service.stream_answers(prepared)) as events:
+            async for event in events:
+                if isinstance(event, ChoiceText):
+                    yield chunk([{"index": event.index, "delta": {"content": event.text}, "finish_reason": None}])
+                    continue
+                completion_tokens[event.index] = event.completion_tokens
+                evaluation = event.self_evaluation.model_dump() if event.self_evaluation is not None else None
+                final = {"index": event.index, "delta": {}, "finish_reason": event.finish_reason}
+                yield chunk([{**final, "self_evaluation": evaluation, "decision": event.wire_decision()}])
+        if body.stream_options and body.stream_options.include_usage:
+            prompt_tokens, total = len(prepared.prompt_ids), sum(completion_tokens)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": total, "total_tokens": prompt_tokens + total}
+            yield chunk([], usage)
+    except ServiceError as exc:
+        yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+    except Exception:  # headers are sent: the error goes in the stream, never a bare [DONE] after a cut answer
+        log.exception("stream %s failed", prepared.id)
+        yield sse(error_body("internal server error; see the server log", "internal_error"))
+    yield sse("[DONE]")

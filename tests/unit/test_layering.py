@@ -66,3 +66,25 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from evaluation.metrics import spearman\n", encoding="utf-8")
     assert imported_packages(module) == {"evaluation"}
+
+
+# What a route may ask of the answer service: the one answer path's operations and the served model's name.
+ANSWER_PATH = {"prepare_answers", "answers", "stream_answers", "score", "model_name"}
+ANSWER_STEPS = {"server.scoring", "server.policy", "server.engine", "selfeval.readout", "selfeval.block"}
+
+
+def test_routes_only_map_the_one_answer_path():
+    """Generation, readout, calibration, decision, ledger record and metrics are assembled in one place
+    (server.service); a route calls its operations and maps the result to its wire format, nothing more."""
+    found = {}
+    for path in sorted((REPO / "server" / "routes").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        used = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "service"
+        }
+        steps = imported_modules(path) & ANSWER_STEPS
+        if (used - ANSWER_PATH) or steps:
+            found[path.name] = sorted(used - ANSWER_PATH) + sorted(steps)
+    assert found == {}

@@ -2,7 +2,8 @@ import asyncio
 
 import pytest
 
-from server.routes.lifetime import ClientDisconnectedError, all_or_nothing, until_disconnect
+from server.answers import all_or_nothing
+from server.routes.lifetime import ClientDisconnectedError, until_disconnect
 
 
 async def _slow(cancelled: list) -> str:
