@@ -10,64 +10,19 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import uvicorn
 
-from selfeval.calibration import (
-    CalibrationError,
-    CalibrationMap,
-    calibration_path,
-    card_fingerprint,
-    load_calibration,
-)
-from selfeval.card import CardError, ModelCard, check_card_against_tokenizer, load_card
-from selfeval.certified_policy import CertifiedPolicy, PolicyError, load_policy, policy_path
-from selfeval.models import ProvisionError, prepare_default_model, prepare_named_model
+from selfeval.calibration import CalibrationError
+from selfeval.card import CardError
+from selfeval.certified_policy import PolicyError
+from selfeval.models import ProvisionError
 from server.app import build_app
+from server.checkpoint import resolve_calibration, resolve_certified_policy, resolve_model
 from server.engine import build_engine_in_thread, stop_engine_processes
 from server.settings import Settings
 
 log = logging.getLogger("server")
-
-
-def resolve_model(settings: Settings) -> tuple[Path, ModelCard]:
-    if settings.model is None:
-        model_dir = prepare_default_model(settings.cache_dir, report=log.info)
-    elif not settings.model.is_dir():  # a provisioned model's name (the settings checked it is one)
-        model_dir = prepare_named_model(str(settings.model), settings.cache_dir, report=log.info)
-    else:
-        model_dir = settings.model
-    card = load_card(model_dir)
-    from transformers import AutoTokenizer
-
-    check_card_against_tokenizer(card, AutoTokenizer.from_pretrained(str(model_dir)))
-    return model_dir, card
-
-
-def resolve_calibration(settings: Settings, model_dir: Path, card: ModelCard) -> CalibrationMap | None:
-    """The explicit calibration file, else see_calibration.json beside the card, else none."""
-    path = settings.calibration_file or calibration_path(model_dir)
-    if not path.is_file():
-        return None
-    calibration = load_calibration(path)
-    calibration.check_for(card)
-    log.info("calibration %s loaded from %s (fitted on %d verdicts)", calibration.version, path, calibration.fitted_on)
-    return calibration
-
-
-def resolve_certified_policy(
-    settings: Settings, model_dir: Path, card: ModelCard, calibration: CalibrationMap | None
-) -> CertifiedPolicy | None:
-    """The explicit policy file, else see_policy.json beside the card, else none; checked against the card and
-    against the calibration map it may need."""
-    path = settings.certified_policy_file or policy_path(model_dir)
-    if not settings.use_certified_policy or not path.is_file():
-        return None
-    policy = load_policy(path)
-    policy.check_for(card_fingerprint(card), calibration.version if calibration is not None else None)
-    log.info("certified policy %s loaded from %s: %s", policy.version, path, policy.accept_guarantee())
-    return policy
 
 
 def serve(settings: Settings) -> int:

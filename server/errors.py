@@ -119,7 +119,9 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
     return "; ".join(messages) or "invalid request", first_param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_service_error_handler(app: FastAPI) -> None:
+    """Our errors as OpenAI-shaped bodies: all the vLLM endpoint plugin adds to vLLM's own handlers."""
+
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError):
         if exc.status_code == 500:
@@ -128,6 +130,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, OverCapacityError):
             response.headers["retry-after"] = str(exc.retry_after_s)
         return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error of the standalone server, from validation to the unexpected, as an OpenAI-shaped body."""
+    install_service_error_handler(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):

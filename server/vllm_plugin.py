@@ -1,0 +1,97 @@
+"""SEE inside vLLM's own OpenAI server: the `vllm.endpoint_plugins` entry point `see_sidecar`.
+
+    VLLM_PLUGINS=see_sidecar python -m vllm.entrypoints.openai.api_server --model <SEE checkpoint dir> ...
+
+serves stock vLLM and, over the same engine, this project's `/generate`, `/v1/score`, `/v1/feedback` and
+`/v1/chat/completions` (which replaces vLLM's own: each choice gains `self_evaluation` and `decision`), through
+the same answer path as the standalone server (server.service). Our Prometheus series (`see_*`) join vLLM's on
+its `/metrics`. Everything else stays vLLM's: flags, `--api-key`, `/health`, `/v1/models`, `/v1/completions`,
+request validation errors.
+
+What the plugin does not bring: the standalone server's admission control and request limits (vLLM queues the
+work itself), its `/ready` and its HTTP metrics. A ledger (`SEE_LEDGER__*`) opens at start; vLLM gives plugins no
+shutdown hook, so responses still queued for the ledger when the process stops are not written (acknowledged
+feedback always is: it is committed before the 200). SEE settings come from the same `SEE_*` variables.
+"""
+
+from __future__ import annotations
+
+import logging
+from argparse import Namespace
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from selfeval.calibration import card_fingerprint
+from server.app import AppState
+from server.calibration.feedback_loop import FeedbackLoop
+from server.calibration.risk_monitor import AcceptRiskMonitor
+from server.checkpoint import checked_card, resolve_calibration, resolve_certified_policy
+from server.engine import VllmEngine
+from server.errors import install_service_error_handler
+from server.metrics import ServiceMetrics
+from server.routes import feedback, generate, openai, score
+from server.service import GenerationService
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+PLUGIN_NAME = "see_sidecar"
+
+
+class SeeEndpointPlugin:
+    """vLLM calls `attach_router` while it builds its app and `init_state` once its engine is up."""
+
+    name = PLUGIN_NAME
+    required_tasks = ("generate",)
+
+    def attach_router(self, app: FastAPI) -> None:
+        for router in (generate.router, openai.router, score.router, feedback.router):
+            app.include_router(router)
+        install_service_error_handler(app)
+
+    async def init_state(self, engine_client, state, args: Namespace) -> None:
+        if engine_client is None:
+            raise RuntimeError(f"the {PLUGIN_NAME} plugin needs an engine; vLLM's render-only server has none")
+        settings = Settings()
+        model_dir = Path(args.model)
+        card = checked_card(model_dir)
+        calibration = resolve_calibration(settings, model_dir, card)
+        certified_policy = resolve_certified_policy(settings, model_dir, card, calibration)
+        model_name = (args.served_model_name or [args.model])[0]
+        metrics = ServiceMetrics(model_name)
+        from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+        get_prometheus_registry().register(metrics.registry)  # our series on vLLM's /metrics
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        engine = VllmEngine(engine_client, tokenizer, model_dir, card.digit_token_ids)
+        feedback_loop = None
+        if settings.ledger.enabled:
+            accept_risk = AcceptRiskMonitor(certified_policy, calibration, metrics) if certified_policy else None
+            feedback_loop = await FeedbackLoop.open(settings, card_fingerprint(card), metrics, accept_risk)
+            feedback_loop.start()
+        service = GenerationService(
+            engine,
+            card,
+            settings,
+            metrics,
+            model_name,
+            calibration=calibration,
+            certified_policy=certified_policy,
+            feedback_loop=feedback_loop,
+        )
+        if settings.warmup:
+            await service.warmup()
+        state.see = AppState(
+            settings,
+            model_dir,
+            card,
+            model_name,
+            metrics,
+            engine=engine,
+            service=service,
+            calibration=calibration,
+            feedback_loop=feedback_loop,
+        )
+        log.info("%s: SEE routes serve %s from %s", PLUGIN_NAME, model_name, model_dir)

@@ -1,0 +1,109 @@
+"""The `see_sidecar` endpoint plugin inside vLLM's own OpenAI server, on the real engine and default model.
+
+vLLM's server gains /generate, /v1/score and a scored /v1/chat/completions; its own routes stay; our series
+join its /metrics; and the plugin answers exactly as the standalone sidecar does (same request, temperature 0).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from selfeval.rubric import ATTRIBUTES
+from server.engine import CPU_KV_BLOCK_SIZE
+from server.launch import cpu_engine_env, free_port, served, stock_vllm_command
+from server.vllm_plugin import PLUGIN_NAME
+from tests.integration.conftest import REPO
+
+pytestmark = pytest.mark.integration
+SERVED_NAME = "see-plugin"
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+# the standalone sidecar's engine settings on CPU (tests/integration/conftest.py, server/engine.py)
+LIKE_THE_SIDECAR = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "4096", "--enable-prefix-caching"]
+
+
+@pytest.fixture(scope="module")
+def plugin_url(model_dir, tmp_path_factory):
+    import torch
+
+    directory = tmp_path_factory.mktemp("plugin")
+    port = free_port()
+    flags = [*LIKE_THE_SIDECAR, *([] if torch.cuda.is_available() else ["--block-size", str(CPU_KV_BLOCK_SIZE)])]
+    env = {**cpu_engine_env(), "VLLM_PLUGINS": PLUGIN_NAME, "SEE_LEDGER__URL": str(directory / "ledger.sqlite3")}
+    command = stock_vllm_command(model_dir, port, SERVED_NAME, *flags)
+    url = f"http://127.0.0.1:{port}"
+    with served(command, env, directory / "vllm.log", f"{url}/health", cwd=REPO):
+        yield url
+
+
+def post(url: str, path: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=300)
+
+
+def test_generate_and_score_are_served_inside_vllm(plugin_url):
+    generated = post(plugin_url, "/generate", {"messages": QUESTION, "max_tokens": 24, "temperature": 0})
+    assert generated.status_code == 200, generated.text
+    body = generated.json()
+    assert body["model"] == SERVED_NAME and body["answer"]
+    assert set(body["self_evaluation"]["scores"]) == set(ATTRIBUTES)
+    assert body["decision"]["action"] in {"accept", "review", "escalate"}
+
+    scored = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": "Paris."})
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["self_evaluation"]["source"] == "forced"
+
+
+def test_chat_completions_is_replaced_and_the_rest_of_vllm_stays(plugin_url):
+    chat = post(plugin_url, "/v1/chat/completions", {"model": SERVED_NAME, "messages": QUESTION, "max_tokens": 16})
+    assert chat.status_code == 200, chat.text
+    choice = chat.json()["choices"][0]
+    assert choice["self_evaluation"]["scores"] and choice["decision"]["action"]
+
+    models = httpx.get(f"{plugin_url}/v1/models", timeout=30).json()  # vLLM's own list
+    assert [m["id"] for m in models["data"]] == [SERVED_NAME] and models["data"][0]["owned_by"] == "vllm"
+    completion = post(plugin_url, "/v1/completions", {"model": SERVED_NAME, "prompt": "The capital of France is",
+                                                      "max_tokens": 4, "temperature": 0})  # fmt: skip
+    assert completion.status_code == 200 and "self_evaluation" not in completion.json()["choices"][0]
+
+
+def test_our_errors_and_series_ride_on_vllm(plugin_url):
+    wrong = post(plugin_url, "/v1/score", {"model": "other", "messages": QUESTION, "response": "Paris."})
+    assert wrong.status_code == 404
+    assert wrong.json()["error"]["code"] == "model_not_found" and SERVED_NAME in wrong.json()["error"]["message"]
+    empty = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": " "})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "response"
+
+    metrics = httpx.get(f"{plugin_url}/metrics", timeout=30).text
+    assert "vllm:num_requests_running" in metrics
+    assert 'see_readouts_total{model_name="see-plugin",source=' in metrics
+
+
+def test_the_plugin_answers_exactly_as_the_standalone_sidecar(plugin_url, server):
+    """Same requests at temperature 0 through both shapes: the same answers, distributions within 1e-5."""
+    requests = [
+        ("/generate", {"messages": QUESTION, "max_tokens": 32, "temperature": 0}),
+        ("/v1/score", {"messages": QUESTION, "response": "The capital of France is Paris."}),
+        ("/v1/chat/completions", {"messages": QUESTION, "max_tokens": 32, "temperature": 0, "n": 2, "seed": 3}),
+    ]
+    for path, body in requests:
+        named = path != "/generate"  # /generate takes no model field
+        ours = post(server.url, path, {**body, **({"model": served_name(server.url)} if named else {})}).json()
+        theirs = post(plugin_url, path, {**body, **({"model": SERVED_NAME} if named else {})}).json()
+        for mine, other in zip(scored_parts(ours), scored_parts(theirs), strict=True):
+            assert mine.get("answer") == other.get("answer"), path
+            for attribute, score in mine["self_evaluation"]["scores"].items():
+                probs = other["self_evaluation"]["scores"][attribute]["probs"]
+                assert max(abs(a - b) for a, b in zip(score["probs"], probs, strict=True)) < 1e-5, (path, attribute)
+            assert mine["decision"]["action"] == other["decision"]["action"], path
+
+
+def served_name(url: str) -> str:
+    return httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+
+
+def scored_parts(body: dict) -> list[dict]:
+    """Each answer of a response with its self_evaluation and decision: one for /generate and /v1/score, one
+    per choice for chat."""
+    if "choices" not in body:
+        return [body]
+    return [{**choice, "answer": choice["message"]["content"]} for choice in body["choices"]]
