@@ -14,12 +14,10 @@ from server.engine import CPU_KV_BLOCK_SIZE
 from server.launch import cpu_engine_env, free_port, served, stock_vllm_command
 from server.vllm_plugin import PLUGIN_NAME
 from tests.integration.conftest import REPO
+from tests.integration.shapes import LIKE_THE_SIDECAR, QUESTION, assert_same_answers, post
 
 pytestmark = pytest.mark.integration
 SERVED_NAME = "see-plugin"
-QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
-# the standalone sidecar's engine settings on CPU (tests/integration/conftest.py, server/engine.py)
-LIKE_THE_SIDECAR = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "4096", "--enable-prefix-caching"]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +32,6 @@ def plugin_url(model_dir, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     with served(command, env, directory / "vllm.log", f"{url}/health", cwd=REPO):
         yield url
-
-
-def post(url: str, path: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=300)
 
 
 def test_generate_and_score_are_served_inside_vllm(plugin_url):
@@ -72,6 +66,8 @@ def test_our_errors_and_series_ride_on_vllm(plugin_url):
     assert wrong.json()["error"]["code"] == "model_not_found" and SERVED_NAME in wrong.json()["error"]["message"]
     empty = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": " "})
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "response"
+    both = post(plugin_url, "/generate", {"prompt": "Hi", "messages": QUESTION})  # vLLM's validation handler
+    assert both.status_code == 400 and "exactly one of" in both.json()["error"]["message"]
 
     metrics = httpx.get(f"{plugin_url}/metrics", timeout=30).text
     assert "vllm:num_requests_running" in metrics
@@ -80,30 +76,4 @@ def test_our_errors_and_series_ride_on_vllm(plugin_url):
 
 def test_the_plugin_answers_exactly_as_the_standalone_sidecar(plugin_url, server):
     """Same requests at temperature 0 through both shapes: the same answers, distributions within 1e-5."""
-    requests = [
-        ("/generate", {"messages": QUESTION, "max_tokens": 32, "temperature": 0}),
-        ("/v1/score", {"messages": QUESTION, "response": "The capital of France is Paris."}),
-        ("/v1/chat/completions", {"messages": QUESTION, "max_tokens": 32, "temperature": 0, "n": 2, "seed": 3}),
-    ]
-    for path, body in requests:
-        named = path != "/generate"  # /generate takes no model field
-        ours = post(server.url, path, {**body, **({"model": served_name(server.url)} if named else {})}).json()
-        theirs = post(plugin_url, path, {**body, **({"model": SERVED_NAME} if named else {})}).json()
-        for mine, other in zip(scored_parts(ours), scored_parts(theirs), strict=True):
-            assert mine.get("answer") == other.get("answer"), path
-            for attribute, score in mine["self_evaluation"]["scores"].items():
-                probs = other["self_evaluation"]["scores"][attribute]["probs"]
-                assert max(abs(a - b) for a, b in zip(score["probs"], probs, strict=True)) < 1e-5, (path, attribute)
-            assert mine["decision"]["action"] == other["decision"]["action"], path
-
-
-def served_name(url: str) -> str:
-    return httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
-
-
-def scored_parts(body: dict) -> list[dict]:
-    """Each answer of a response with its self_evaluation and decision: one for /generate and /v1/score, one
-    per choice for chat."""
-    if "choices" not in body:
-        return [body]
-    return [{**choice, "answer": choice["message"]["content"]} for choice in body["choices"]]
+    assert_same_answers(server.url, plugin_url)
