@@ -34,6 +34,9 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default 8000, env SEE_PORT)"),
     cache_dir: Path | None = typer.Option(None, help="Where the default model is provisioned (env SEE_CACHE_DIR)"),
     max_model_len: int | None = typer.Option(None, help="Context length (default: the model's, capped at 8192)"),
+    engine_url: str | None = typer.Option(
+        None, help="Generate on this vLLM server or router, serving the same checkpoint (env SEE_ENGINE_URL)"
+    ),
 ) -> None:
     """Serve a model over HTTP (provisions the default model on first use)."""
     from pydantic import ValidationError
@@ -41,7 +44,8 @@ def serve(
     from server.__main__ import serve as run_server
     from server.settings import Settings
 
-    overrides = {"model": model, "host": host, "port": port, "cache_dir": cache_dir, "max_model_len": max_model_len}
+    overrides = {"model": model, "host": host, "port": port, "cache_dir": cache_dir, "max_model_len": max_model_len,
+                 "engine_url": engine_url}  # fmt: skip
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

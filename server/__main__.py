@@ -20,6 +20,7 @@ from selfeval.models import ProvisionError
 from server.app import build_app
 from server.checkpoint import resolve_calibration, resolve_certified_policy, resolve_model
 from server.engine import build_engine_in_thread, stop_engine_processes
+from server.remote_engine import RemoteEngine
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -44,7 +45,7 @@ def serve(settings: Settings) -> int:
         settings,
         model_dir,
         card,
-        build_engine_in_thread,
+        RemoteEngine.create if settings.engine_url else build_engine_in_thread,
         on_fatal=stop,
         calibration=calibration,
         certified_policy=certified_policy,

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(
         None, description="Where the default model is provisioned; default ~/.cache/see-sidecar"
     )
+    engine_url: str | None = Field(
+        None,
+        description="A vLLM OpenAI-compatible server (or a router) serving the same checkpoint to generate with, "
+        "e.g. http://vllm:8000; unset = vLLM in this process",
+        pattern=r"^https?://",
+    )
 
     # HTTP
     host: str = "127.0.0.1"

@@ -100,6 +100,7 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
     (tmp_path / "policy.json").write_text("{}")
     samples = {
         "model": str(tmp_path), "served_model_name": "served", "cache_dir": str(tmp_path), "host": "0.0.0.0",
+        "engine_url": "http://vllm:8000",
         "port": 8123, "log_level": "debug", "default_max_tokens": 77, "default_temperature": 0.3,
         "default_top_p": 0.7, "max_prompt_tokens": 999, "max_answer_tokens": 555,
         "api_key_file": str(tmp_path / "keys"), "protect_metrics": True, "max_body_bytes": 4096, "body_timeout_s": 12.5,
