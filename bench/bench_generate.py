@@ -1,11 +1,14 @@
-"""Benchmark: the cost of the self-evaluation readout, and the sidecar against a stock vLLM server.
+"""Benchmark: the cost of the self-evaluation readout, and each shape of SEE against a stock vLLM server.
 
 (a) sidecar `/generate` with scoring on vs off, (b) sidecar with scoring off vs a stock vLLM OpenAI server
-(`python -m vllm.entrypoints.openai.api_server`) on the same model, engine settings and prompt token ids.
+(`python -m vllm.entrypoints.openai.api_server`) on the same model, engine settings and prompt token ids,
+(c) with `--shapes`, the two other shapes: the same vLLM server with the see_sidecar endpoint plugin (its
+`/generate` with scoring on and off, and vLLM's own `/v1/completions` on it: does the plugin slow the routes it
+leaves alone?), and the sidecar in remote engine mode in front of the stock server (`/generate` on and off).
 Each at concurrency 1 and 8, greedy, `max_tokens` 128. The servers run one after the other on this machine,
 so the ratios come from one run; results go to bench/results/ as JSON and a Markdown table.
 
-    python -m bench.bench_generate [--requests 8] [--max-tokens 128]
+    python -m bench.bench_generate [--requests 8] [--max-tokens 128] [--shapes]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bench.common import (
     RESULTS,
     machine,
     percentile,
+    plugin_vllm_server,
     sidecar_server,
     stamp,
     stock_vllm_server,
@@ -102,6 +106,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--shapes", action="store_true", help="also measure the endpoint plugin and remote mode")
     args = parser.parse_args()
 
     model_dir = prepare_default_model(report=print)
@@ -142,8 +147,38 @@ def main() -> None:
                 args.concurrency,
             )
         )
+        if args.shapes:  # the sidecar in remote engine mode, in front of this same stock server
+            remote_port = args.port + 1
+            with sidecar_server(model_dir, remote_port, RESULTS / "remote.log.tmp", engine_url=url):
+                stock_results |= asyncio.run(
+                    measure(
+                        f"http://127.0.0.1:{remote_port}",
+                        {
+                            "remote_scoring_on": lambda c: sidecar_sender(c, args.max_tokens, True),
+                            "remote_scoring_off": lambda c: sidecar_sender(c, args.max_tokens, False),
+                        },
+                        args.requests,
+                        args.concurrency,
+                    )
+                )
 
-    results = {**sidecar_results, **stock_results}
+    plugin_results = {}
+    if args.shapes:
+        with plugin_vllm_server(model_dir, args.port, RESULTS / "plugin.log.tmp"):
+            plugin_results = asyncio.run(
+                measure(
+                    url,
+                    {
+                        "plugin_scoring_on": lambda c: sidecar_sender(c, args.max_tokens, True),
+                        "plugin_scoring_off": lambda c: sidecar_sender(c, args.max_tokens, False),
+                        "plugin_vllm_completions": lambda c: stock_sender(c, args.max_tokens, prompt_ids),
+                    },
+                    args.requests,
+                    args.concurrency,
+                )
+            )
+
+    results = {**sidecar_results, **stock_results, **plugin_results}
     ratios = {}
     for c in args.concurrency:
         on, off, base = (results[f"{n}@c{c}"] for n in ("sidecar_scoring_on", "sidecar_scoring_off", "stock_vllm"))
@@ -154,6 +189,18 @@ def main() -> None:
             "sidecar_off_vs_stock_throughput_ratio": off["throughput_tok_s"] / base["throughput_tok_s"],
             "sidecar_on_vs_stock_throughput_ratio": on["throughput_tok_s"] / base["throughput_tok_s"],
         }
+        if args.shapes:
+            names = ("plugin_scoring_on", "plugin_scoring_off", "plugin_vllm_completions", "remote_scoring_on",
+                     "remote_scoring_off")  # fmt: skip
+            p_on, p_off, p_stock_route, r_on, r_off = (results[f"{n}@c{c}"] for n in names)
+            ratios[f"c{c}"] |= {
+                "plugin_off_vs_stock_throughput_ratio": p_off["throughput_tok_s"] / base["throughput_tok_s"],
+                "plugin_on_vs_stock_throughput_ratio": p_on["throughput_tok_s"] / base["throughput_tok_s"],
+                "plugin_completions_vs_stock_throughput_ratio": p_stock_route["throughput_tok_s"]
+                / base["throughput_tok_s"],
+                "remote_off_vs_in_process_throughput_ratio": r_off["throughput_tok_s"] / off["throughput_tok_s"],
+                "remote_on_vs_in_process_throughput_ratio": r_on["throughput_tok_s"] / on["throughput_tok_s"],
+            }
     when = stamp()
     record = {
         "benchmark": "generate",
@@ -164,7 +211,11 @@ def main() -> None:
         "requests_per_config": args.requests,
         "results": results,
         "ratios": ratios,
-        "goals": {"scoring_p50_latency_overhead": "<= 0.10", "sidecar_off_vs_stock_throughput_ratio": ">= 0.95"},
+        "goals": {
+            "scoring_p50_latency_overhead": "<= 0.10",
+            "sidecar_off_vs_stock_throughput_ratio": ">= 0.95",
+            "plugin_off_vs_stock_throughput_ratio": ">= 0.98",
+        },
     }
     (RESULTS / f"generate-{when}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
@@ -190,6 +241,22 @@ def main() -> None:
             f"| {c[1:]} | {r['scoring_p50_latency_overhead']:+.1%} | {r['scoring_p95_latency_overhead']:+.1%} | "
             f"{r['sidecar_off_vs_stock_throughput_ratio']:.3f} | {r['sidecar_on_vs_stock_throughput_ratio']:.3f} |"
         )
+    if args.shapes:
+        lines += [
+            "",
+            "| concurrency | plugin(off)/stock tok/s | plugin(on)/stock tok/s | "
+            "vLLM /v1/completions on the plugin server / stock | remote(off)/in-process(off) | "
+            "remote(on)/in-process(on) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c, r in ratios.items():
+            lines.append(
+                f"| {c[1:]} | {r['plugin_off_vs_stock_throughput_ratio']:.3f} | "
+                f"{r['plugin_on_vs_stock_throughput_ratio']:.3f} | "
+                f"{r['plugin_completions_vs_stock_throughput_ratio']:.3f} | "
+                f"{r['remote_off_vs_in_process_throughput_ratio']:.3f} | "
+                f"{r['remote_on_vs_in_process_throughput_ratio']:.3f} |"
+            )
     (RESULTS / "generate-latest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

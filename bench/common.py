@@ -57,8 +57,11 @@ def served(command: list[str], env: dict, log_path: Path, ready_url: str, timeou
     return launch.served(command, env, log_path, ready_url, timeout, cwd=REPO)
 
 
-def sidecar_server(model_dir: Path, port: int, log_path: Path):
+def sidecar_server(model_dir: Path, port: int, log_path: Path, engine_url: str | None = None):
+    """The sidecar; with `engine_url`, in remote engine mode in front of that vLLM server."""
     env = {**engine_env(), "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_MAX_MODEL_LEN": "4096"}
+    if engine_url:
+        env["SEE_ENGINE_URL"] = engine_url
     return served([sys.executable, "-m", "server"], env, log_path, f"http://127.0.0.1:{port}/ready")
 
 
@@ -75,6 +78,14 @@ def stock_engine_flags(like_sidecar: bool = True) -> list[str]:
 def stock_vllm_server(model_dir: Path, port: int, log_path: Path, like_sidecar: bool = True):
     command = launch.stock_vllm_command(model_dir, port, STOCK_MODEL_NAME, *stock_engine_flags(like_sidecar))
     return served(command, engine_env(), log_path, f"http://127.0.0.1:{port}/health")
+
+
+def plugin_vllm_server(model_dir: Path, port: int, log_path: Path):
+    """vLLM's own server with the see_sidecar endpoint plugin (server/vllm_plugin.py), stock engine flags."""
+    from server.vllm_plugin import PLUGIN_NAME
+
+    command = launch.stock_vllm_command(model_dir, port, STOCK_MODEL_NAME, *stock_engine_flags())
+    return served(command, {**engine_env(), "VLLM_PLUGINS": PLUGIN_NAME}, log_path, f"http://127.0.0.1:{port}/health")
 
 
 def small_random_model(model_dir: Path):
