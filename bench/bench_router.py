@@ -69,7 +69,7 @@ async def workload(url: str, requests: int, concurrency: int, max_tokens: int) -
     errors: list[str] = []
     tokens = 0
 
-    async def one(client: httpx.AsyncClient, index: int) -> None:
+    async def one(client: httpx.AsyncClient, index: int, model: str) -> None:
         nonlocal tokens
         prompt = PROMPTS[index % len(PROMPTS)]
         messages = [{"role": "user", "content": prompt}]
@@ -80,12 +80,12 @@ async def workload(url: str, requests: int, concurrency: int, max_tokens: int) -
                 ok = response.status_code == 200 and response.json()["self_evaluation"]["scores"] is not None
                 tokens += response.json()["usage"]["completion_tokens"] if ok else 0
             elif kind == 1:
-                body = {"model": "replica", "messages": messages, "max_tokens": max_tokens, "n": 2}
+                body = {"model": model, "messages": messages, "max_tokens": max_tokens, "n": 2}
                 response = await client.post("/v1/chat/completions", json=body)
                 ok = response.status_code == 200 and all(c["self_evaluation"] for c in response.json()["choices"])
                 tokens += response.json()["usage"]["completion_tokens"] if ok else 0
             elif kind == 2:
-                body = {"model": "replica", "messages": messages, "max_tokens": max_tokens, "stream": True}
+                body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True}
                 response = await client.post("/v1/chat/completions", json=body)
                 finals = [line for line in response.text.splitlines() if '"self_evaluation": {' in line]
                 ok = response.status_code == 200 and len(finals) == 1 and response.text.endswith("data: [DONE]\n\n")
@@ -98,8 +98,9 @@ async def workload(url: str, requests: int, concurrency: int, max_tokens: int) -
                 errors.append(f"{kind}: {response.status_code} {response.text[:200]}")
 
     async with httpx.AsyncClient(base_url=url, timeout=900) as client:
+        model = (await client.get("/v1/models")).json()["data"][0]["id"]  # the sidecar's name, not the replicas'
         started = time.perf_counter()
-        await asyncio.gather(*(one(client, i) for i in range(requests)))
+        await asyncio.gather(*(one(client, i, model) for i in range(requests)))
         wall = time.perf_counter() - started
     return {"requests": requests, "errors": len(errors), "error_samples": errors[:3], "wall_s": wall,
             "completion_tokens": tokens, "throughput_tok_s": tokens / wall}  # fmt: skip
