@@ -76,7 +76,7 @@ class SchedulerSnapshot:
 SchedulerObserver = Callable[[SchedulerSnapshot], None]
 
 
-def _text_with_tag(text: str, stop_reason: object) -> str:
+def text_with_tag(text: str, stop_reason: object) -> str:
     """The output text with the closing tag that stopped it (vLLM leaves stop strings out unless asked)."""
     if stop_reason == CLOSE_TAG and not text.endswith(CLOSE_TAG):
         return text + CLOSE_TAG
@@ -121,23 +121,42 @@ def _configure_cpu_environment(kv_cache_gib: float, threads_bind: str) -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
-class VllmEngine:
-    """`Engine` on an in-process vLLM AsyncLLM. Build it with `VllmEngine.create` (blocking, ~20 s on CPU)."""
+class LocalTokenizer:
+    """The tokenizer side every engine adapter shares: prompts are rendered and tokenised in this process with
+    the checkpoint's own tokenizer, whether the engine runs here or behind HTTP."""
 
-    def __init__(self, llm, tokenizer, model_dir: Path, digit_token_ids: tuple[int, ...]) -> None:
-        self._llm = llm
+    def __init__(self, tokenizer) -> None:
         self._tokenizer = tokenizer
-        self.model_dir = model_dir
-        self.digit_token_ids = digit_token_ids
-        self.max_model_len = int(llm.model_config.max_model_len)
-        cache = llm.vllm_config.cache_config
-        self.kv_cache_tokens = int(cache.num_gpu_blocks or 0) * int(cache.block_size) or self.max_model_len
         # a vocabulary entry's string is at least as long as the text it decodes to (byte-level BPE writes a
         # byte a character, SentencePiece a byte as <0xNN>), so this bounds the characters per token from above
         self.longest_token_chars = max(len(token) for token in tokenizer.get_vocab())
         self.control_strings = tuple(
             token.content for token in tokenizer.added_tokens_decoder.values() if token.special and token.content
         )
+
+    def encode(self, text: str) -> list[int]:
+        """Template text: special-token strings in it become the special tokens."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Caller text: special-token strings in it are tokenised as the characters they are."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class VllmEngine(LocalTokenizer):
+    """`Engine` on an in-process vLLM AsyncLLM. Build it with `VllmEngine.create` (blocking, ~20 s on CPU)."""
+
+    def __init__(self, llm, tokenizer, model_dir: Path, digit_token_ids: tuple[int, ...]) -> None:
+        super().__init__(tokenizer)
+        self._llm = llm
+        self.model_dir = model_dir
+        self.digit_token_ids = digit_token_ids
+        self.max_model_len = int(llm.model_config.max_model_len)
+        cache = llm.vllm_config.cache_config
+        self.kv_cache_tokens = int(cache.num_gpu_blocks or 0) * int(cache.block_size) or self.max_model_len
 
     @classmethod
     def create(
@@ -178,17 +197,6 @@ class VllmEngine:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         return cls(llm, tokenizer, model_dir, digit_token_ids)
 
-    def encode(self, text: str) -> list[int]:
-        """Template text: special-token strings in it become the special tokens."""
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def encode_literal(self, text: str) -> list[int]:
-        """Caller text: special-token strings in it are tokenised as the characters they are."""
-        return list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def _params(self, spec: SamplingSpec, output_kind: str):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -196,7 +204,7 @@ class VllmEngine:
         # vLLM holds back the last len(longest stop string) - 1 characters of a stream unless stop strings
         # are kept in the output; for the 12-character closing tag that delays the first token by ~4 tokens.
         # So without caller stop strings the tag is kept (and the block is never streamed: AnswerStream cuts
-        # at the opening tag); with them, vLLM strips stops as OpenAI specifies and `_text_with_tag` puts the
+        # at the opening tag); with them, vLLM strips stops as OpenAI specifies and `text_with_tag` puts the
         # closing tag back so the block can be parsed.
         return SamplingParams(
             max_tokens=spec.max_tokens,
@@ -223,7 +231,7 @@ class VllmEngine:
         completion = final.outputs[0]
         return Generation(
             token_ids=list(completion.token_ids),
-            text=_text_with_tag(completion.text, completion.stop_reason),
+            text=text_with_tag(completion.text, completion.stop_reason),
             finish_reason=completion.finish_reason,
             digit_logprobs=self._digit_logprobs(completion.logprobs)
             if spec.read_digits and completion.logprobs
@@ -245,7 +253,7 @@ class VllmEngine:
             if completion.finish_reason is None:
                 yield StreamDelta(text=completion.text)
                 continue
-            full = _text_with_tag(text, completion.stop_reason)
+            full = text_with_tag(text, completion.stop_reason)
             yield StreamDelta(
                 text=full[len(text) - len(completion.text) :],
                 generation=Generation(

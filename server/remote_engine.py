@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from server.engine import DigitStep, Generation, SamplingSpec, StreamDelta, _text_with_tag
+from server.engine import DigitStep, Generation, LocalTokenizer, SamplingSpec, StreamDelta, text_with_tag
 from server.errors import NotReadyError
 
 log = logging.getLogger(__name__)
@@ -34,20 +34,16 @@ class RemoteEngineError(NotReadyError):
     """503: the remote engine did not answer; the request can be retried."""
 
 
-class RemoteEngine:
+class RemoteEngine(LocalTokenizer):
     def __init__(self, url: str, served_model: str, max_model_len: int, kv_cache_tokens: int, tokenizer,
                  model_dir: Path, digit_token_ids: tuple[int, ...], timeout_s: float) -> None:  # fmt: skip
+        super().__init__(tokenizer)
         self.url = url.rstrip("/")
         self.served_model = served_model
         self.max_model_len = max_model_len
         self.kv_cache_tokens = kv_cache_tokens
         self.model_dir = model_dir
         self.digit_token_ids = digit_token_ids
-        self._tokenizer = tokenizer
-        self.longest_token_chars = max(len(token) for token in tokenizer.get_vocab())
-        self.control_strings = tuple(
-            token.content for token in tokenizer.added_tokens_decoder.values() if token.special and token.content
-        )
         self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout_s)
 
     @classmethod
@@ -77,15 +73,6 @@ class RemoteEngine:
         return cls(url, served["id"], max_model_len, kv_cache_tokens, tokenizer, model_dir, digit_token_ids,
                    settings.request_timeout_s)  # fmt: skip
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def encode_literal(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
-
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def _body(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str, stream: bool) -> dict:
         from selfeval.block import CLOSE_TAG
 
@@ -110,7 +97,7 @@ class RemoteEngine:
         choice = (await self._post(self._body(prompt_ids, spec, request_id, stream=False)))["choices"][0]
         return Generation(
             token_ids=list(choice.get("token_ids") or []),
-            text=_text_with_tag(choice["text"], choice.get("stop_reason")),
+            text=text_with_tag(choice["text"], choice.get("stop_reason")),
             finish_reason=choice.get("finish_reason"),
             digit_logprobs=self._digit_logprobs(choice) if spec.read_digits else None,
         )
@@ -138,7 +125,7 @@ class RemoteEngine:
                     if choice.get("finish_reason") is None:
                         yield StreamDelta(text=choice["text"])
                         continue
-                    full = _text_with_tag(text, choice.get("stop_reason"))
+                    full = text_with_tag(text, choice.get("stop_reason"))
                     generation = Generation(token_ids, full, choice["finish_reason"],
                                             digit_logprobs if spec.read_digits else None)  # fmt: skip
                     yield StreamDelta(text=full[len(text) - len(choice["text"]) :], generation=generation)
