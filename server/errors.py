@@ -36,6 +36,11 @@ class InvalidRequestError(ServiceError):
     error_type = "invalid_request_error"
 
 
+class AuthenticationError(ServiceError):
+    status_code = 401
+    error_type = "invalid_request_error"
+
+
 class NotFoundError(ServiceError):
     status_code = 404
     error_type = "not_found_error"

@@ -6,7 +6,8 @@ serves stock vLLM and, over the same engine, this project's `/generate`, `/v1/sc
 `/v1/chat/completions` (which replaces vLLM's own: each choice gains `self_evaluation` and `decision`), through
 the same answer path as the standalone server (server.service). Our Prometheus series (`see_*`) join vLLM's on
 its `/metrics`. Everything else stays vLLM's: flags, `--api-key`, `/health`, `/v1/models`, `/v1/completions`,
-request validation errors.
+request validation errors. vLLM's `--api-key` guards only paths under `/v1` (and a few other prefixes), so the
+plugin checks the same keys on `/generate` itself.
 
 What the plugin does not bring: the standalone server's admission control and request limits (vLLM queues the
 work itself), its `/ready` and its HTTP metrics. A ledger (`SEE_LEDGER__*`) opens at start; vLLM gives plugins no
@@ -17,10 +18,12 @@ feedback always is: it is committed before the 200). SEE settings come from the 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from argparse import Namespace
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from selfeval.calibration import card_fingerprint
 from server.app import AppState
@@ -28,7 +31,7 @@ from server.calibration.feedback_loop import FeedbackLoop
 from server.calibration.risk_monitor import AcceptRiskMonitor
 from server.checkpoint import checked_card, resolve_calibration, resolve_certified_policy
 from server.engine import VllmEngine
-from server.errors import install_service_error_handler
+from server.errors import AuthenticationError, install_service_error_handler
 from server.metrics import ServiceMetrics
 from server.routes import feedback, generate, openai, score
 from server.service import GenerationService
@@ -38,6 +41,24 @@ log = logging.getLogger(__name__)
 PLUGIN_NAME = "see_sidecar"
 
 
+def vllm_api_keys(args: Namespace) -> list[str]:
+    """The keys vLLM's server checks: `--api-key` (one or several) if given, else VLLM_API_KEY (as vLLM does)."""
+    configured = getattr(args, "api_key", None)
+    if isinstance(configured, str):
+        configured = [configured]
+    return [key for key in (configured or [os.environ.get("VLLM_API_KEY")]) if key]
+
+
+async def require_vllm_api_key(request: Request) -> None:
+    """401 on a route outside vLLM's guarded prefixes unless it carries one of vLLM's API keys."""
+    keys = vllm_api_keys(request.app.state.args)
+    sent = request.headers.get("authorization", "")
+    if keys and not any(secrets.compare_digest(sent.encode(), f"Bearer {key}".encode()) for key in keys):
+        raise AuthenticationError(
+            "missing or invalid API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+        )
+
+
 class SeeEndpointPlugin:
     """vLLM calls `attach_router` while it builds its app and `init_state` once its engine is up."""
 
@@ -45,7 +66,8 @@ class SeeEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
-        for router in (generate.router, openai.router, score.router, feedback.router):
+        app.include_router(generate.router, dependencies=[Depends(require_vllm_api_key)])
+        for router in (openai.router, score.router, feedback.router):  # under /v1: vLLM's own key check
             app.include_router(router)
         install_service_error_handler(app)
 

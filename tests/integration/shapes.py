@@ -18,20 +18,20 @@ PARITY_REQUESTS = [
 ]
 
 
-def post(url: str, path: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=300)
+def post(url: str, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=300)
 
 
-def served_name(url: str) -> str:
-    return httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
+def served_name(url: str, headers: dict | None = None) -> str:
+    return httpx.get(f"{url}/v1/models", headers=headers, timeout=30).json()["data"][0]["id"]
 
 
-def scored_parts(url: str, path: str, body: dict) -> list[dict]:
+def scored_parts(url: str, path: str, body: dict, headers: dict | None = None) -> list[dict]:
     """Each answer of one response with its self_evaluation and decision (one per chat choice; a stream's
     content chunks joined, its final chunk's extensions)."""
     if path != "/generate":  # /generate takes no model field
-        body = {**body, "model": served_name(url)}
-    response = post(url, path, body)
+        body = {**body, "model": served_name(url, headers)}
+    response = post(url, path, body, headers)
     assert response.status_code == 200, response.text
     if body.get("stream"):
         text, final = "", {}
@@ -47,9 +47,10 @@ def scored_parts(url: str, path: str, body: dict) -> list[dict]:
     return [{**choice, "answer": choice["message"]["content"]} for choice in answer["choices"]]
 
 
-def assert_same_answers(url: str, other_url: str) -> None:
+def assert_same_answers(url: str, other_url: str, other_headers: dict | None = None) -> None:
     for path, body in PARITY_REQUESTS:
-        for mine, theirs in zip(scored_parts(url, path, body), scored_parts(other_url, path, body), strict=True):
+        others = scored_parts(other_url, path, body, other_headers)
+        for mine, theirs in zip(scored_parts(url, path, body), others, strict=True):
             assert mine.get("answer") == theirs.get("answer"), path
             for attribute, score in mine["self_evaluation"]["scores"].items():
                 probs = theirs["self_evaluation"]["scores"][attribute]["probs"]

@@ -18,6 +18,8 @@ from tests.integration.shapes import LIKE_THE_SIDECAR, QUESTION, assert_same_ans
 
 pytestmark = pytest.mark.integration
 SERVED_NAME = "see-plugin"
+KEY = "plugin-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -28,45 +30,46 @@ def plugin_url(model_dir, tmp_path_factory):
     port = free_port()
     flags = [*LIKE_THE_SIDECAR, *([] if torch.cuda.is_available() else ["--block-size", str(CPU_KV_BLOCK_SIZE)])]
     env = {**cpu_engine_env(), "VLLM_PLUGINS": PLUGIN_NAME, "SEE_LEDGER__URL": str(directory / "ledger.sqlite3")}
-    command = stock_vllm_command(model_dir, port, SERVED_NAME, *flags)
+    command = stock_vllm_command(model_dir, port, SERVED_NAME, *flags, "--api-key", KEY)
     url = f"http://127.0.0.1:{port}"
     with served(command, env, directory / "vllm.log", f"{url}/health", cwd=REPO):
         yield url
 
 
 def test_generate_and_score_are_served_inside_vllm(plugin_url):
-    generated = post(plugin_url, "/generate", {"messages": QUESTION, "max_tokens": 24, "temperature": 0})
+    generated = post(plugin_url, "/generate", {"messages": QUESTION, "max_tokens": 24, "temperature": 0}, AUTH)
     assert generated.status_code == 200, generated.text
     body = generated.json()
     assert body["model"] == SERVED_NAME and body["answer"]
     assert set(body["self_evaluation"]["scores"]) == set(ATTRIBUTES)
     assert body["decision"]["action"] in {"accept", "review", "escalate"}
 
-    scored = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": "Paris."})
+    scored = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": "Paris."}, AUTH)
     assert scored.status_code == 200, scored.text
     assert scored.json()["self_evaluation"]["source"] == "forced"
 
 
 def test_chat_completions_is_replaced_and_the_rest_of_vllm_stays(plugin_url):
-    chat = post(plugin_url, "/v1/chat/completions", {"model": SERVED_NAME, "messages": QUESTION, "max_tokens": 16})
+    body = {"model": SERVED_NAME, "messages": QUESTION, "max_tokens": 16}
+    chat = post(plugin_url, "/v1/chat/completions", body, AUTH)
     assert chat.status_code == 200, chat.text
     choice = chat.json()["choices"][0]
     assert choice["self_evaluation"]["scores"] and choice["decision"]["action"]
 
-    models = httpx.get(f"{plugin_url}/v1/models", timeout=30).json()  # vLLM's own list
+    models = httpx.get(f"{plugin_url}/v1/models", headers=AUTH, timeout=30).json()  # vLLM's own list
     assert [m["id"] for m in models["data"]] == [SERVED_NAME] and models["data"][0]["owned_by"] == "vllm"
     completion = post(plugin_url, "/v1/completions", {"model": SERVED_NAME, "prompt": "The capital of France is",
-                                                      "max_tokens": 4, "temperature": 0})  # fmt: skip
+                                                      "max_tokens": 4, "temperature": 0}, AUTH)  # fmt: skip
     assert completion.status_code == 200 and "self_evaluation" not in completion.json()["choices"][0]
 
 
 def test_our_errors_and_series_ride_on_vllm(plugin_url):
-    wrong = post(plugin_url, "/v1/score", {"model": "other", "messages": QUESTION, "response": "Paris."})
+    wrong = post(plugin_url, "/v1/score", {"model": "other", "messages": QUESTION, "response": "Paris."}, AUTH)
     assert wrong.status_code == 404
     assert wrong.json()["error"]["code"] == "model_not_found" and SERVED_NAME in wrong.json()["error"]["message"]
-    empty = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": " "})
+    empty = post(plugin_url, "/v1/score", {"model": SERVED_NAME, "messages": QUESTION, "response": " "}, AUTH)
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "response"
-    both = post(plugin_url, "/generate", {"prompt": "Hi", "messages": QUESTION})  # vLLM's validation handler
+    both = post(plugin_url, "/generate", {"prompt": "Hi", "messages": QUESTION}, AUTH)  # vLLM's validation handler
     assert both.status_code == 400 and "exactly one of" in both.json()["error"]["message"]
 
     metrics = httpx.get(f"{plugin_url}/metrics", timeout=30).text
@@ -76,4 +79,15 @@ def test_our_errors_and_series_ride_on_vllm(plugin_url):
 
 def test_the_plugin_answers_exactly_as_the_standalone_sidecar(plugin_url, server):
     """Same requests at temperature 0 through both shapes: the same answers, distributions within 1e-5."""
-    assert_same_answers(server.url, plugin_url)
+    assert_same_answers(server.url, plugin_url, AUTH)
+
+
+def test_vllms_api_key_guards_our_routes_too(plugin_url):
+    """vLLM's --api-key covers /v1/*; /generate is outside its guarded prefixes, so the plugin checks it."""
+    for path, body in [("/generate", {"prompt": "Hi", "max_tokens": 2}),
+                       ("/v1/score", {"messages": QUESTION, "response": "Paris."})]:  # fmt: skip
+        for headers in (None, {"Authorization": "Bearer wrong"}):
+            refused = post(plugin_url, path, body, headers)
+            assert refused.status_code == 401, (path, headers, refused.text)
+    generated = post(plugin_url, "/generate", {"prompt": "Hi", "max_tokens": 2}, AUTH)
+    assert generated.status_code == 200, generated.text
