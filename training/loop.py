@@ -36,7 +36,7 @@ from training.memory import release_memory
 from training.progress import NullProgress, Progress
 from training.ranks import join_ranks
 from training.records import RLPhaseResult, RolloutRecord, SftDataResult, SftResult
-from training.rl import Checkpoint, StepJournal, latest_checkpoint, run_rl_phase
+from training.rl import Checkpoint, StepJournal, check_rollout_engine, latest_checkpoint, run_rl_phase
 from training.run_context import RunContext
 from training.testing.faults import kill_point
 
@@ -72,6 +72,7 @@ def prepare_run(config: TrainConfig, run_dir: Path, progress: Progress | None = 
     import torch
 
     on_gpu = config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available())
+    check_rollout_engine(config, on_gpu)  # before the run directory exists: a refusal leaves nothing behind
     ranks = join_ranks(on_gpu)
     if ranks.is_main:
         _open_run_dir(config, run_dir)

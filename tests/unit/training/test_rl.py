@@ -3,6 +3,8 @@ checkpoints, GRPO args."""
 
 import json
 
+import pytest
+
 from training.config import load_config
 from training.rl import (
     CHECKPOINT_MARKER,
@@ -160,3 +162,17 @@ def test_the_private_trl_method_we_override_keeps_the_shape_it_was_checked_with(
     assert callers, "GRPOTrainer no longer generates through _generate_single_turn"
     body = inspect.getsource(GRPOTrainer._generate_single_turn).rstrip()
     assert body.endswith("return completion_ids, logprobs")
+
+
+def test_vllm_rollouts_are_refused_before_any_work_where_vllm_cpu_packs_weights(monkeypatch):
+    from training import rl
+    from training.config import ConfigError
+
+    config = load_config("cpu-smoke", ["rl.use_vllm=true"])
+    monkeypatch.setattr(rl, "vllm_cpu_packs_linear_weights", lambda: True)
+    with pytest.raises(ConfigError, match="rl.use_vllm=false"):
+        rl.check_rollout_engine(config, on_gpu=False)
+    rl.check_rollout_engine(config, on_gpu=True)  # GPUs keep their weights
+    rl.check_rollout_engine(load_config("cpu-smoke", []), on_gpu=False)  # transformers rollouts
+    monkeypatch.setattr(rl, "vllm_cpu_packs_linear_weights", lambda: False)
+    rl.check_rollout_engine(config, on_gpu=False)
