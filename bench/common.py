@@ -57,11 +57,13 @@ def served(command: list[str], env: dict, log_path: Path, ready_url: str, timeou
     return launch.served(command, env, log_path, ready_url, timeout, cwd=REPO)
 
 
-def sidecar_server(model_dir: Path, port: int, log_path: Path, engine_url: str | None = None):
-    """The sidecar; with `engine_url`, in remote engine mode in front of that vLLM server."""
+def sidecar_server(model_dir: Path, port: int, log_path: Path, engine_url: str | None = None, **settings: str):
+    """The sidecar; with `engine_url`, in remote engine mode in front of that vLLM server; `settings` are
+    further SEE_* variables by their lower-case names (answer_model="...")."""
     env = {**engine_env(), "SEE_MODEL": str(model_dir), "SEE_PORT": str(port), "SEE_MAX_MODEL_LEN": "4096"}
     if engine_url:
         env["SEE_ENGINE_URL"] = engine_url
+    env |= {f"SEE_{name.upper()}": value for name, value in settings.items()}
     return served([sys.executable, "-m", "server"], env, log_path, f"http://127.0.0.1:{port}/ready")
 
 

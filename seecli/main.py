@@ -37,6 +37,14 @@ def serve(
     engine_url: str | None = typer.Option(
         None, help="Generate on this vLLM server or router, serving the same checkpoint (env SEE_ENGINE_URL)"
     ),
+    answer_model: Path | None = typer.Option(
+        None,
+        help="Split mode: this model (e.g. SmolLM2-135M-Instruct) writes the answers, the checkpoint reads their "
+        "scores (env SEE_ANSWER_MODEL)",
+    ),
+    answer_engine_url: str | None = typer.Option(
+        None, help="Split mode with the answers written by this vLLM server (env SEE_ANSWER_ENGINE_URL)"
+    ),
 ) -> None:
     """Serve a model over HTTP (provisions the default model on first use)."""
     from pydantic import ValidationError
@@ -45,7 +53,8 @@ def serve(
     from server.settings import Settings
 
     overrides = {"model": model, "host": host, "port": port, "cache_dir": cache_dir, "max_model_len": max_model_len,
-                 "engine_url": engine_url}  # fmt: skip
+                 "engine_url": engine_url, "answer_model": answer_model,
+                 "answer_engine_url": answer_engine_url}  # fmt: skip
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

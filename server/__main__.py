@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -17,13 +18,36 @@ from selfeval.calibration import CalibrationError
 from selfeval.card import CardError
 from selfeval.certified_policy import PolicyError
 from selfeval.models import ProvisionError
-from server.app import build_app
-from server.checkpoint import resolve_calibration, resolve_certified_policy, resolve_model
+from server.app import EngineBuilder, build_app
+from server.checkpoint import resolve_answer_model, resolve_calibration, resolve_certified_policy, resolve_model
 from server.engine import build_engine_in_thread, stop_engine_processes
 from server.remote_engine import RemoteEngine
 from server.settings import Settings
+from server.split_engine import build_split_engine
 
 log = logging.getLogger("server")
+
+
+def engine_builder(settings: Settings, answer_model_dir: Path | None) -> EngineBuilder:
+    """The served checkpoint's engine (in this process, or remote with SEE_ENGINE_URL); in split mode wrapped
+    with the answer engine (a second one in this process, or remote with SEE_ANSWER_ENGINE_URL)."""
+    checkpoint = RemoteEngine.create if settings.engine_url else build_engine_in_thread
+    if answer_model_dir is None and settings.answer_engine_url is None:
+        return checkpoint
+
+    async def split(settings: Settings, model_dir: Path, digit_token_ids: tuple[int, ...], observe):
+        async def answers(observe):
+            if settings.answer_engine_url is not None:
+                remote = settings.model_copy(update={"engine_url": settings.answer_engine_url})
+                return await RemoteEngine.create(remote, model_dir, digit_token_ids)
+            return await build_engine_in_thread(settings, answer_model_dir, digit_token_ids, observe)
+
+        def readout():
+            return checkpoint(settings, model_dir, digit_token_ids, None)
+
+        return await build_split_engine(readout, answers, observe)
+
+    return split
 
 
 def serve(settings: Settings) -> int:
@@ -33,6 +57,7 @@ def serve(settings: Settings) -> int:
         model_dir, card = resolve_model(settings)
         calibration = resolve_calibration(settings, model_dir, card)
         certified_policy = resolve_certified_policy(settings, model_dir, card, calibration)
+        answer_model_dir = resolve_answer_model(settings)
     except (CardError, ProvisionError, CalibrationError, PolicyError) as exc:
         log.error("%s", exc)
         return 2
@@ -45,7 +70,7 @@ def serve(settings: Settings) -> int:
         settings,
         model_dir,
         card,
-        RemoteEngine.create if settings.engine_url else build_engine_in_thread,
+        engine_builder(settings, answer_model_dir),
         on_fatal=stop,
         calibration=calibration,
         certified_policy=certified_policy,

@@ -30,6 +30,15 @@ def resolve_model(settings: Settings) -> tuple[Path, ModelCard]:
     return model_dir, checked_card(model_dir)
 
 
+def resolve_answer_model(settings: Settings) -> Path | None:
+    """Split mode's answer model directory (provisioning a named one), or None when the checkpoint answers."""
+    if settings.answer_model is None:
+        return None
+    if settings.answer_model.is_dir():
+        return settings.answer_model
+    return prepare_named_model(str(settings.answer_model), settings.cache_dir, report=log.info)
+
+
 def checked_card(model_dir: Path) -> ModelCard:
     """The card beside the weights, refused (CardError) when its digits are not single tokens."""
     card = load_card(model_dir)

@@ -108,6 +108,18 @@ class Settings(BaseSettings):
         "e.g. http://vllm:8000; unset = vLLM in this process",
         pattern=r"^https?://",
     )
+    answer_model: Path | None = Field(
+        None,
+        description="Split mode: write answers with this model (a directory or a provisioned model's name, e.g. "
+        "SmolLM2-135M-Instruct, the default's untrained base) and read their scores with SEE_MODEL, in a second "
+        "vLLM engine in this process; unset = the served checkpoint writes its own answers",
+    )
+    answer_engine_url: str | None = Field(
+        None,
+        description="Split mode with the answers written by a vLLM OpenAI-compatible server (or router) serving a "
+        "model with SEE_MODEL's tokenizer, e.g. the untrained base; unset = see answer_model",
+        pattern=r"^https?://",
+    )
 
     # HTTP
     host: str = "127.0.0.1"
@@ -196,10 +208,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.model is not None and not self.model.is_dir() and str(self.model) not in NAMED_MODELS:
-            raise ValueError(
-                f"model directory {self.model} does not exist (provisioned models by name: {', '.join(NAMED_MODELS)})"
-            )
+        for name in ("model", "answer_model"):
+            value = getattr(self, name)
+            if value is not None and not value.is_dir() and str(value) not in NAMED_MODELS:
+                raise ValueError(
+                    f"{name} directory {value} does not exist (provisioned models by name: {', '.join(NAMED_MODELS)})"
+                )
+        if self.answer_model is not None and self.answer_engine_url is not None:
+            raise ValueError("set answer_model (a second engine here) or answer_engine_url (a remote one), not both")
         if self.calibration_file is not None and not self.calibration_file.is_file():
             raise ValueError(f"calibration_file {self.calibration_file} does not exist")
         if self.certified_policy_file is not None and not self.certified_policy_file.is_file():

@@ -100,7 +100,7 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
     (tmp_path / "policy.json").write_text("{}")
     samples = {
         "model": str(tmp_path), "served_model_name": "served", "cache_dir": str(tmp_path), "host": "0.0.0.0",
-        "engine_url": "http://vllm:8000",
+        "engine_url": "http://vllm:8000", "answer_model": str(tmp_path), "answer_engine_url": "http://vllm-base:8000",
         "port": 8123, "log_level": "debug", "default_max_tokens": 77, "default_temperature": 0.3,
         "default_top_p": 0.7, "max_prompt_tokens": 999, "max_answer_tokens": 555,
         "api_key_file": str(tmp_path / "keys"), "protect_metrics": True, "max_body_bytes": 4096, "body_timeout_s": 12.5,
@@ -126,11 +126,12 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         "monitor.judge": "shadow:j", "monitor.refresh_interval_s": 15.0,
     }  # fmt: skip
     assert set(samples) == set(setting_names())
-    documents = charts.template(
-        SIDECAR_CHART, sets={f"config.{k}": v for k, v in samples.items()} | {"judgeKey.value": "secret-judge-key"}
-    )
-    data = by_kind(documents)["ConfigMap"]["data"]
-    assert set(data) == set(setting_names().values())
+    alone = {"answer_engine_url"}  # excludes answer_model (the chart and Settings refuse both): rendered apart
+    sets = {f"config.{k}": v for k, v in samples.items() if k not in alone} | {"judgeKey.value": "secret-judge-key"}
+    data = by_kind(charts.template(SIDECAR_CHART, sets=sets))["ConfigMap"]["data"]
+    sets = {k: v for k, v in sets.items() if k != "config.answer_model"} | {f"config.{k}": samples[k] for k in alone}
+    apart = by_kind(charts.template(SIDECAR_CHART, sets=sets))["ConfigMap"]["data"]
+    assert set(data) | set(apart) == set(setting_names().values())
     for name in list(__import__("os").environ):
         if name.startswith("SEE_"):
             monkeypatch.delenv(name)
@@ -138,12 +139,18 @@ def test_every_setting_reaches_the_server_through_the_configmap(charts, tmp_path
         monkeypatch.setenv(name, value)
     settings = Settings()
     for path, expected in samples.items():
+        if path in alone:
+            continue
         value = settings
         for part in path.split("."):
             value = getattr(value, part)
-        paths = {"model", "cache_dir", "api_key_file", "calibration_file", "certified_policy_file"}
+        paths = {"model", "cache_dir", "api_key_file", "calibration_file", "certified_policy_file", "answer_model"}
         value = str(value) if path in paths else value
         assert value == expected, path
+    monkeypatch.delenv("SEE_ANSWER_MODEL")
+    for name in alone:
+        monkeypatch.setenv(setting_names()[name], apart[setting_names()[name]])
+        assert getattr(Settings(), name) == samples[name]
 
 
 def test_secrets_never_land_in_a_configmap(charts):
@@ -181,8 +188,18 @@ def test_secrets_never_land_in_a_configmap(charts):
         ({"config.not_a_setting": 1}, "not_a_setting"),
         ({"apiKeys.keys": ["short"]}, "apiKeys"),
         ({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds"),
+        ({"config.answer_model": "SmolLM2-135M-Instruct", "config.answer_engine_url": "http://v:8000"}, "not both"),
     ],
-    ids=["sqlite-replicas", "rwo-replicas", "shadow-without-key", "flavor", "unknown-setting", "weak-key", "grace"],
+    ids=[
+        "sqlite-replicas",
+        "rwo-replicas",
+        "shadow-without-key",
+        "flavor",
+        "unknown-setting",
+        "weak-key",
+        "grace",
+        "two-answer-engines",
+    ],  # fmt: skip
 )
 def test_the_chart_refuses_values_that_cannot_work(charts, sets, message):
     assert message in charts.template_error(SIDECAR_CHART, sets)

@@ -96,6 +96,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.modelCache.existingClaim) .Values.modelCache.create (has "ReadWriteOnce" .Values.modelCache.accessModes) -}}
 {{- fail "several replicas cannot mount one ReadWriteOnce volume: use modelCache.accessModes [ReadOnlyMany] or [ReadWriteMany], or an existingClaim" -}}
 {{- end -}}
+{{- if and .Values.config.answer_model .Values.config.answer_engine_url -}}
+{{- fail "set config.answer_model (a second engine in the pod) or config.answer_engine_url (a remote one), not both" -}}
+{{- end -}}
 {{- if and .Values.config.shadow.rate (gt (float64 .Values.config.shadow.rate) 0.0) (not (include "see-sidecar.hasJudgeKey" .)) -}}
 {{- fail "shadow judging (config.shadow.rate > 0) needs judgeKey.value or judgeKey.existingSecret" -}}
 {{- end -}}
