@@ -25,17 +25,25 @@ pytestmark = pytest.mark.integration
 EXIT_WITHIN_S = 90
 
 
-def kill_engine_core(server_pid: int) -> int:
-    """SIGKILL the EngineCore process vLLM started under the server; returns its pid."""
+def processes_named(server_pid: int, marker: str) -> list[psutil.Process]:
+    """The server's descendant processes whose command line or name holds `marker`, oldest first."""
+    found = []
     for child in psutil.Process(server_pid).children(recursive=True):
         try:
-            title = " ".join(child.cmdline()) + " " + child.name()
+            if marker in " ".join(child.cmdline()) + " " + child.name():
+                found.append((child.create_time(), child))
         except psutil.Error:
             continue
-        if "EngineCore" in title:
-            os.kill(child.pid, signal.SIGKILL)
-            return child.pid
-    pytest.fail("no EngineCore process under the server")
+    return [child for _, child in sorted(found, key=lambda pair: pair[0])]
+
+
+def kill_engine_core(server_pid: int) -> int:
+    """SIGKILL the EngineCore process vLLM started under the server; returns its pid."""
+    cores = processes_named(server_pid, "EngineCore")
+    if not cores:
+        pytest.fail("no EngineCore process under the server")
+    os.kill(cores[0].pid, signal.SIGKILL)
+    return cores[0].pid
 
 
 def health_after_death(url: str, process, seconds: float) -> list[object]:
@@ -92,14 +100,7 @@ def test_an_engine_killed_mid_stream_ends_the_stream_health_and_the_process(mode
 
 
 def engine_processes(server_pid: int) -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process(server_pid).children(recursive=True):
-        try:
-            if "VLLM" in " ".join(child.cmdline()) + " " + child.name():
-                found.append(child)
-        except psutil.Error:
-            continue
-    return found
+    return processes_named(server_pid, "VLLM")
 
 
 def ready_status(url: str, seconds: float = 20) -> int | None:

@@ -15,7 +15,7 @@ import pytest
 from selfeval.models import BASE_MODEL_NAME, DEFAULT_MODEL_NAME, prepare_base_model
 from selfeval.rubric import ATTRIBUTES
 from tests.integration.conftest import running_server
-from tests.integration.test_faults_engine import EXIT_WITHIN_S, health_after_death
+from tests.integration.test_faults_engine import EXIT_WITHIN_S, health_after_death, processes_named
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +51,7 @@ def max_prob_gap(a: dict, b: dict) -> float:
 
 def engine_cores(server_pid: int) -> list[psutil.Process]:
     """The EngineCore processes under the server, oldest first (split mode starts the readout's first)."""
-    found = []
-    for child in psutil.Process(server_pid).children(recursive=True):
-        try:
-            if "EngineCore" in " ".join(child.cmdline()) + " " + child.name():
-                found.append(child)
-        except psutil.Error:
-            continue
-    return sorted(found, key=lambda p: p.create_time())
+    return processes_named(server_pid, "EngineCore")
 
 
 def test_split_mode_answers_like_the_base_and_scores_like_the_checkpoint(model_dir, server, tmp_path):
