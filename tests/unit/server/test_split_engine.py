@@ -119,3 +119,21 @@ def test_split_mode_settings_are_checked_before_anything_starts():
         Settings(answer_model="no-such-model")
     with pytest.raises(ValueError, match="not both"):
         Settings(answer_model=BASE_MODEL_NAME, answer_engine_url="http://vllm:8000")
+
+
+def test_see_serve_maps_split_mode_flags_to_the_settings_and_refuses_both(monkeypatch):
+    from typer.testing import CliRunner
+
+    import server.__main__
+    from seecli.main import app
+
+    seen = []
+    monkeypatch.setattr(server.__main__, "serve", lambda settings: seen.append(settings) or 0)
+    runner = CliRunner()
+    assert runner.invoke(app, ["serve", "--answer-model", BASE_MODEL_NAME]).exit_code == 0
+    assert seen[-1].answer_model.name == BASE_MODEL_NAME and seen[-1].answer_engine_url is None
+    assert runner.invoke(app, ["serve", "--answer-engine-url", "http://vllm-base:8000"]).exit_code == 0
+    assert seen[-1].answer_engine_url == "http://vllm-base:8000"
+    both = runner.invoke(app, ["serve", "--answer-model", BASE_MODEL_NAME, "--answer-engine-url", "http://v:8000"])
+    assert both.exit_code == 2 and "not both" in both.output
+    assert len(seen) == 2
