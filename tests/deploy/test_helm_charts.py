@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -276,3 +277,68 @@ def test_default_egress_is_dns_and_public_https_only(charts):
         assert any(address in ipaddress.ip_network(cidr) for cidr in block["except"]), address
     opened = by_kind(charts.template(SIDECAR_CHART, sets={"networkPolicy.egress": []}))["NetworkPolicy"]["spec"]
     assert opened["policyTypes"] == ["Ingress"] and "egress" not in opened
+
+
+def test_the_plugin_shape_runs_vllms_server_with_the_plugin_on_the_provisioned_default(charts):
+    """shape=plugin: vLLM's own server (module form) with VLLM_PLUGINS, the one API key as VLLM_API_KEY, probes on
+    vLLM's /health, and an init container that builds the default where vLLM is told to find it."""
+    from selfeval.models import DEFAULT_MODEL_NAME, default_model_dir
+    from server.vllm_plugin import PLUGIN_NAME
+
+    documents = charts.template(SIDECAR_CHART, sets={"shape": "plugin", "plugin.vllmArgs": ["--max-model-len", "4096"]})
+    assert validate_manifests(documents) == []
+    kinds = by_kind(documents)
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    assert init["command"] == ["see", "model", "prepare"] and init["image"] == container["image"]
+    cache_dir = kinds["ConfigMap"]["data"]["SEE_CACHE_DIR"]
+    assert {"name": "data", "mountPath": "/var/lib/see-sidecar"} in init["volumeMounts"]
+    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    args = container["args"]
+    model = args[args.index("--model") + 1]
+    assert model == str(default_model_dir(Path(cache_dir)))  # where `see model prepare` builds it
+    assert args[args.index("--served-model-name") + 1] == DEFAULT_MODEL_NAME
+    assert args[args.index("--port") + 1] == str(container["ports"][0]["containerPort"])
+    assert args[-2:] == ["--max-model-len", "4096"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VLLM_PLUGINS"]["value"] == PLUGIN_NAME
+    key_ref = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    key = kinds["Secret"]["stringData"][key_ref["key"]]
+    assert len(key) == 40 and key.isalnum()  # vLLM compares it byte for byte: no line break
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"  # vLLM's server has no /ready
+
+    mine = by_kind(charts.template(SIDECAR_CHART, sets={"shape": "plugin", "config.model": "/var/lib/see-sidecar/m/x"}))
+    pod = mine["Deployment"]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/var/lib/see-sidecar/m/x" and "--served-model-name" in args
+
+    sidecar = by_kind(charts.template(SIDECAR_CHART))["Deployment"]["spec"]["template"]["spec"]
+    assert "initContainers" not in sidecar and "command" not in sidecar["containers"][0]
+    assert sidecar["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/ready"
+
+
+def test_the_charts_default_model_name_is_the_projects():
+    from selfeval.models import DEFAULT_MODEL_NAME
+
+    helpers = (SIDECAR_CHART / "templates" / "_helpers.tpl").read_text()
+    assert f'define "see-sidecar.defaultModelName" -}}}}{DEFAULT_MODEL_NAME}{{{{' in helpers
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ({"config.max_model_len": 4096}, "--max-model-len in plugin.vllmArgs"),
+        ({"config.engine_url": "http://vllm:8000"}, "config.engine_url"),
+        ({"config.answer_model": "SmolLM2-135M-Instruct"}, "split mode"),
+        ({"config.max_pending_requests": 8}, "--max-num-seqs"),
+        ({"apiKeys.keys": ["key-one-0123456789abcdef", "key-two-0123456789abcdef"]}, "one API key"),
+        ({"shape": "both"}, "shape"),
+    ],
+    ids=["engine-setting", "remote", "split", "admission", "two-keys", "unknown-shape"],
+)
+def test_the_plugin_shape_refuses_settings_vllm_does_not_read(charts, sets, message):
+    shape = {} if "shape" in sets else {"shape": "plugin"}
+    assert message in charts.template_error(SIDECAR_CHART, {**shape, **sets})

@@ -1,4 +1,5 @@
-"""The `see_sidecar` endpoint plugin inside vLLM's own OpenAI server, on the real engine and default model.
+"""The `see_sidecar` endpoint plugin inside vLLM's own OpenAI server, on the real engine and default model,
+started exactly as the Helm chart's plugin shape starts it (its rendered command, args and environment).
 
 vLLM's server gains /generate, /v1/score and a scored /v1/chat/completions; its own routes stay; our series
 join its /metrics; and the plugin answers exactly as the standalone sidecar does (same request, temperature 0).
@@ -6,13 +7,18 @@ join its /metrics; and the plugin answers exactly as the standalone sidecar does
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
+from deploy.tools import ensure_tools
 from selfeval.rubric import ATTRIBUTES
 from server.engine import CPU_KV_BLOCK_SIZE
-from server.launch import cpu_engine_env, free_port, served, stock_vllm_command
+from server.launch import cpu_engine_env, free_port, served
 from server.vllm_plugin import PLUGIN_NAME
+from tests.deploy.conftest import SIDECAR_CHART, Helm, by_kind
 from tests.integration.conftest import REPO
 from tests.integration.shapes import LIKE_THE_SIDECAR, QUESTION, assert_same_answers, post
 
@@ -22,6 +28,27 @@ KEY = "plugin-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+def chart_plugin_process(model_dir: Path, port: int, directory: Path, flags: list[str]) -> tuple[list[str], dict]:
+    """The Helm chart's plugin-shape container as a local process: its command, args and environment (ConfigMap,
+    env and the API key from its Secret), with paths that exist here. So the chart's command is what runs."""
+    key_file = directory / "api-keys"
+    key_file.write_text(KEY + "\n")
+    sets = {"shape": "plugin", "image.flavor": "cpu", "config.model": str(model_dir),
+            "config.served_model_name": SERVED_NAME, "config.host": "127.0.0.1", "config.port": port,
+            "config.cache_dir": str(directory / "cache"), "config.ledger.url": str(directory / "ledger.sqlite3"),
+            "config.api_key_file": str(key_file), "plugin.vllmArgs": flags, "apiKeys.keys": [KEY]}  # fmt: skip
+    kinds = by_kind(Helm(ensure_tools()["helm"]).template(SIDECAR_CHART, sets=sets))
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # config.model is given: nothing to provision
+    (container,) = pod["containers"]
+    env = {**cpu_engine_env(), **kinds["ConfigMap"]["data"]}
+    for item in container["env"]:
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        env[item["name"]] = kinds["Secret"]["stringData"][ref["key"]] if ref else item["value"]
+    command = [sys.executable if part == "python3" else part for part in container["command"]]
+    return command + container["args"], env
+
+
 @pytest.fixture(scope="module")
 def plugin_url(model_dir, tmp_path_factory):
     import torch
@@ -29,8 +56,8 @@ def plugin_url(model_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("plugin")
     port = free_port()
     flags = [*LIKE_THE_SIDECAR, *([] if torch.cuda.is_available() else ["--block-size", str(CPU_KV_BLOCK_SIZE)])]
-    env = {**cpu_engine_env(), "VLLM_PLUGINS": PLUGIN_NAME, "SEE_LEDGER__URL": str(directory / "ledger.sqlite3")}
-    command = stock_vllm_command(model_dir, port, SERVED_NAME, *flags, "--api-key", KEY)
+    command, env = chart_plugin_process(model_dir, port, directory, flags)
+    assert env["VLLM_PLUGINS"] == PLUGIN_NAME and env["VLLM_API_KEY"] == KEY
     url = f"http://127.0.0.1:{port}"
     with served(command, env, directory / "vllm.log", f"{url}/health", cwd=REPO):
         yield url

@@ -72,6 +72,57 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if or .Values.judgeKey.value .Values.judgeKey.existingSecret -}}true{{- end -}}
 {{- end -}}
 
+{{/* Plugin shape: vLLM's own server with the see_sidecar endpoint plugin (values `shape`). */}}
+{{- define "see-sidecar.plugin" -}}
+{{- if eq .Values.shape "plugin" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The default model's name (selfeval.models.DEFAULT_MODEL_NAME; a test keeps them equal). */}}
+{{- define "see-sidecar.defaultModelName" -}}SmolLM2-135M-Instruct-hs2-distill{{- end -}}
+
+{{/* The checkpoint directory vLLM serves in plugin shape: config.model, else where `see model prepare` builds
+the default under the cache directory. */}}
+{{- define "see-sidecar.pluginModelDir" -}}
+{{- if .Values.config.model -}}
+{{- .Values.config.model -}}
+{{- else -}}
+{{- printf "%s/models/%s" (.Values.config.cache_dir | default "/var/lib/see-sidecar/cache") (include "see-sidecar.defaultModelName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* vLLM's server in plugin shape: the checkpoint, its served name, address, then plugin.vllmArgs. */}}
+{{- define "see-sidecar.pluginArgs" -}}
+{{- $model := include "see-sidecar.pluginModelDir" . -}}
+{{- $args := list "--model" $model "--served-model-name" (.Values.config.served_model_name | default (base $model)) "--host" (.Values.config.host | default "0.0.0.0") "--port" (toString (int .Values.config.port)) -}}
+{{- toJson (concat $args .Values.plugin.vllmArgs) -}}
+{{- end -}}
+
+{{/* Settings of this project's server that vLLM's server (plugin shape) does not read, and what to do instead. */}}
+{{- define "see-sidecar.pluginRefusedSettings" -}}
+{{- $flag := "pass %s in plugin.vllmArgs" -}}
+{{- $env := "set %s in extraEnv" -}}
+{{- toJson (dict
+  "engine_url" "remove it: the plugin runs inside the engine's own server"
+  "answer_model" "use shape sidecar: split mode needs two engines"
+  "answer_engine_url" "use shape sidecar: split mode needs two engines"
+  "device" "choose the image flavor"
+  "max_model_len" (printf $flag "--max-model-len")
+  "dtype" (printf $flag "--dtype")
+  "enforce_eager" (printf $flag "--enforce-eager")
+  "enable_prefix_caching" (printf $flag "--enable-prefix-caching")
+  "kv_block_size" (printf $flag "--block-size")
+  "cpu_kv_cache_gib" (printf $env "VLLM_CPU_KVCACHE_SPACE")
+  "cpu_threads_bind" (printf $env "VLLM_CPU_OMP_THREADS_BIND")
+  "tensor_parallel_size" (printf $flag "--tensor-parallel-size")
+  "gpu_memory_utilization" (printf $flag "--gpu-memory-utilization")
+  "max_pending_requests" (printf $flag "--max-num-seqs (vLLM queues the rest)")
+  "max_pending_tokens" (printf $flag "--max-num-batched-tokens (vLLM queues the rest)")
+  "max_body_bytes" "use shape sidecar: vLLM's server has no body limit"
+  "body_timeout_s" "use shape sidecar: vLLM's server has no body timeout"
+  "request_timeout_s" "use shape sidecar: vLLM's server has no request timeout"
+) -}}
+{{- end -}}
+
 {{/* One SEE_* value as a ConfigMap string: lists and maps as JSON, everything else as text. */}}
 {{- define "see-sidecar.envValue" -}}
 {{- if or (kindIs "slice" .) (kindIs "map" .) -}}
@@ -98,6 +149,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- if and .Values.config.answer_model .Values.config.answer_engine_url -}}
 {{- fail "set config.answer_model (a second engine in the pod) or config.answer_engine_url (a remote one), not both" -}}
+{{- end -}}
+{{- if include "see-sidecar.plugin" . -}}
+{{- range $name, $instead := (include "see-sidecar.pluginRefusedSettings" . | fromJson) -}}
+{{- if not (kindIs "invalid" (index $.Values.config $name)) -}}
+{{- fail (printf "shape plugin: vLLM's server does not read config.%s; %s" $name $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (len .Values.apiKeys.keys) 1 -}}
+{{- fail "shape plugin: vLLM's server takes one API key (VLLM_API_KEY); list one in apiKeys.keys" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.config.shadow.rate (gt (float64 .Values.config.shadow.rate) 0.0) (not (include "see-sidecar.hasJudgeKey" .)) -}}
 {{- fail "shadow judging (config.shadow.rate > 0) needs judgeKey.value or judgeKey.existingSecret" -}}
