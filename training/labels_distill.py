@@ -41,6 +41,7 @@ from training.config import dump_config
 from training.labels_judge import LabelsJudge
 from training.loop import TrainingError, _read_json
 from training.memory import release_memory
+from training.records import DeltaExportResult, DistillSftResult, FeaturesResult, LabelRowsResult
 from training.run_context import RunContext
 from training.testing.faults import kill_point
 
@@ -53,13 +54,13 @@ def run_labels_distill(ctx: RunContext) -> dict:
         raise TrainingError("run.mode labels-distill runs in one process (its cached features are per process)")
     manifest_path = ctx.run_dir / "run_manifest.json"
     manifest = _read_json(manifest_path) or {"mode": "labels-distill", "base_model": str(ctx.base_model), "phases": {}}
-    for name, phase in (("rows", rows_phase), ("features", features_phase), ("sft", sft_phase), ("export", export)):
+    for name in PHASES:
         if name in manifest["phases"]:
             continue
         started = time.monotonic()
-        result = phase(ctx, manifest["phases"])
+        result = _run_phase(ctx, name, manifest["phases"])
         release_memory()
-        manifest["phases"][name] = result | {"seconds": round(time.monotonic() - started, 1)}
+        manifest["phases"][name] = result.to_dict() | {"seconds": round(time.monotonic() - started, 1)}
         write_json_atomic(manifest_path, manifest)
         kill_point(f"labels.{name}")
     manifest["final_model"] = str(ctx.run_dir / "final")
@@ -68,13 +69,28 @@ def run_labels_distill(ctx: RunContext) -> dict:
     return manifest
 
 
+PHASES = ("rows", "features", "sft", "export")
+
+
+def _run_phase(ctx: RunContext, name: str, phases: dict):
+    """Run one phase on the recorded results of the phases before it (the manifest's JSON, typed again)."""
+    if name == "rows":
+        return rows_phase(ctx)
+    if name == "features":
+        return features_phase(ctx)
+    features = FeaturesResult.from_dict(phases["features"])
+    if name == "sft":
+        return sft_phase(ctx, features)
+    return export(ctx, LabelRowsResult.from_dict(phases["rows"]), DistillSftResult.from_dict(phases["sft"]))
+
+
 def _tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-def rows_phase(ctx: RunContext, phases: dict) -> dict:
+def rows_phase(ctx: RunContext) -> LabelRowsResult:
     """Every labelled pair of the configured half -> token ids, digit positions, human scores, split."""
     config = ctx.config
     judge = LabelsJudge.from_file(config.data_path(), config.data.kitware_file)
@@ -120,20 +136,20 @@ def rows_phase(ctx: RunContext, phases: dict) -> dict:
     if not any(row["split"] == "train" for row in rows):
         raise TrainingError(f"no labelled row fits sft.max_length={config.sft.max_length}; raise it")
     rewrite_records(ctx.run_dir / "rows.jsonl", rows)
-    return {
-        "labelled_pairs": len(judge),
-        "rows": len(rows),
-        "train_rows": sum(row["split"] == "train" for row in rows),
-        "validation_rows": sum(row["split"] == "validation" for row in rows),
-        "calibration_rows": sum(row["split"] == "calibration" for row in rows),
-        "calibration_groups": sorted(calibration),
-        "left_out_too_long": too_long,
-        "left_out_holding_a_tag": not_answers,
-        "label_lookups": judge.lookups,
-        "judge": f"{judge.name}: {judge.source}",
-        "data_sha256": sha256_of(config.data_path()),
-        "tokens_mean": round(sum(len(row["ids"]) for row in rows) / len(rows), 1),
-    }
+    return LabelRowsResult(
+        labelled_pairs=len(judge),
+        rows=len(rows),
+        train_rows=sum(row["split"] == "train" for row in rows),
+        validation_rows=sum(row["split"] == "validation" for row in rows),
+        calibration_rows=sum(row["split"] == "calibration" for row in rows),
+        calibration_groups=sorted(calibration),
+        left_out_too_long=too_long,
+        left_out_holding_a_tag=not_answers,
+        label_lookups=judge.lookups,
+        judge=f"{judge.name}: {judge.source}",
+        data_sha256=sha256_of(config.data_path()),
+        tokens_mean=round(sum(len(row["ids"]) for row in rows) / len(rows), 1),
+    )
 
 
 def _load_model(model_dir: Path):
@@ -154,7 +170,7 @@ def split_layer(ctx: RunContext, model) -> int:
     return total - top
 
 
-def features_phase(ctx: RunContext, phases: dict) -> dict:
+def features_phase(ctx: RunContext) -> FeaturesResult:
     """The frozen layers' output for every row, in shards of safetensors (a finished shard is never redone)."""
     import torch
     from safetensors.torch import save_file
@@ -185,7 +201,7 @@ def features_phase(ctx: RunContext, phases: dict) -> dict:
         ctx.progress.advance("features", len(chunk))
     ctx.progress.finish("features")
     size = sum(p.stat().st_size for p in directory.glob("shard_*.safetensors"))
-    return {"first_trained_layer": split, "shards": -(-len(rows) // SHARD_ROWS), "bytes": size}
+    return FeaturesResult(first_trained_layer=split, shards=-(-len(rows) // SHARD_ROWS), bytes=size)
 
 
 def load_features(run_dir: Path) -> dict:
@@ -265,7 +281,7 @@ def _better(entry: dict, incumbent: dict) -> bool:
     return loss is None or best is None or loss < best
 
 
-def sft_phase(ctx: RunContext, phases: dict) -> dict:
+def sft_phase(ctx: RunContext, features_result: FeaturesResult) -> DistillSftResult:
     """AdamW on the top layers over the cached features, cosine schedule; state saved after every epoch."""
     import torch
     from transformers import get_cosine_schedule_with_warmup
@@ -273,8 +289,7 @@ def sft_phase(ctx: RunContext, phases: dict) -> dict:
     config, sft = ctx.config, ctx.config.sft
     rows = read_records(ctx.run_dir / "rows.jsonl")
     features = load_features(ctx.run_dir)
-    split = phases["features"]["first_trained_layer"]
-    model, named = top_model(ctx, split)
+    model, named = top_model(ctx, features_result.first_trained_layer)
     digit_ids = torch.tensor(load_card(ctx.base_model).digit_token_ids)
     train = [i for i, row in enumerate(rows) if row["split"] == "train"]
     held = [i for i, row in enumerate(rows) if row["split"] == "validation"]
@@ -340,21 +355,21 @@ def sft_phase(ctx: RunContext, phases: dict) -> dict:
         tmp.replace(state_path)
         kill_point(f"labels.sft.epoch{epoch + 1}")
     ctx.progress.finish("sft")
-    return {
-        "train_rows": len(train),
-        "validation_rows": len(held),
-        "epochs": sft.epochs,
-        "update_steps": total_steps,
-        "trained_tensors": len(named),
-        "trained_parameters": sum(p.numel() for p in parameters),
-        "history": history,
-        "kept_epoch": best["epoch"],
-        "runtime_s_this_run": round(time.monotonic() - started, 1),
-        "loss_scope": "five score digit tokens only",
-    }
+    return DistillSftResult(
+        train_rows=len(train),
+        validation_rows=len(held),
+        epochs=sft.epochs,
+        update_steps=total_steps,
+        trained_tensors=len(named),
+        trained_parameters=sum(p.numel() for p in parameters),
+        history=history,
+        kept_epoch=best["epoch"],
+        runtime_s_this_run=round(time.monotonic() - started, 1),
+        loss_scope="five score digit tokens only",
+    )
 
 
-def export(ctx: RunContext, phases: dict) -> dict:
+def export(ctx: RunContext, rows: LabelRowsResult, sft: DistillSftResult) -> DeltaExportResult:
     """delta/delta.safetensors + delta.json, and final/ = base + delta with its card."""
     import torch
     from safetensors.torch import load_file
@@ -366,9 +381,9 @@ def export(ctx: RunContext, phases: dict) -> dict:
     delta_sha = export_delta(load_file(str(base_weights)), trained, list(trained), delta_path, base_sha)
     base_card = load_card(ctx.base_model)
     metrics = {
-        "rows": {k: v for k, v in phases["rows"].items() if k != "data_sha256"},
+        "rows": {k: v for k, v in rows.to_dict().items() if k != "data_sha256"},
         "sft": {
-            k: phases["sft"][k]
+            k: getattr(sft, k)
             for k in ("train_rows", "validation_rows", "epochs", "update_steps", "kept_epoch", "history")
         },
     }
@@ -379,11 +394,11 @@ def export(ctx: RunContext, phases: dict) -> dict:
         lineage=Lineage(
             base_model=base_card.lineage.base_model,
             source=f"see train ({ctx.config.run.name}, labels-distill)",
-            judge=phases["rows"]["judge"],
-            data_window=f"{ctx.config.data.path} [{ctx.config.data.kitware_file}] {phases['rows']['rows']} rows",
+            judge=rows.judge,
+            data_window=f"{ctx.config.data.path} [{ctx.config.data.kitware_file}] {rows.rows} rows",
             parent=base_card.model_name,
             base_sha256=base_sha,
-            data_sha256=phases["rows"]["data_sha256"],
+            data_sha256=rows.data_sha256,
             delta_sha256=delta_sha,
             config=ctx.config.to_dict(),
             metrics=metrics,
@@ -400,4 +415,6 @@ def export(ctx: RunContext, phases: dict) -> dict:
         "config_yaml": dump_config(ctx.config),
     }
     write_json_atomic(delta_path.with_name("delta.json"), record)
-    return {"delta": str(delta_path), "delta_sha256": delta_sha, "weights_sha256": weights_sha, "final": str(final)}
+    return DeltaExportResult(
+        delta=str(delta_path), delta_sha256=delta_sha, weights_sha256=weights_sha, final=str(final)
+    )

@@ -87,3 +87,51 @@ class SftDataResult(Record):
 class SftResult(Record):
     model: str  # the cycle's SFT model (with its see_card.json)
     metrics: dict[str, Any]  # run_sft's metrics without the per-step losses
+
+
+# labels-distill (training/labels_distill.py): rows -> features -> sft -> export, recorded in run_manifest.json
+
+
+@dataclass(frozen=True)
+class LabelRowsResult(Record):
+    labelled_pairs: int
+    rows: int  # rows kept (every split)
+    train_rows: int
+    validation_rows: int
+    calibration_rows: int
+    calibration_groups: list[int]  # prompts kept out for `see calibrate policy` (recorded in the card)
+    left_out_too_long: int
+    left_out_holding_a_tag: int
+    label_lookups: int
+    judge: str
+    data_sha256: str
+    tokens_mean: float
+
+
+@dataclass(frozen=True)
+class FeaturesResult(Record):
+    first_trained_layer: int
+    shards: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class DistillSftResult(Record):
+    train_rows: int
+    validation_rows: int
+    epochs: int
+    update_steps: int
+    trained_tensors: int
+    trained_parameters: int
+    history: list[dict[str, Any]]  # per epoch: train_loss, validation {loss, mae_expected, ...}; epoch 0 untrained
+    kept_epoch: int  # lowest validation loss
+    runtime_s_this_run: float
+    loss_scope: str
+
+
+@dataclass(frozen=True)
+class DeltaExportResult(Record):
+    delta: str  # delta/delta.safetensors
+    delta_sha256: str
+    weights_sha256: str  # final/ = base + delta
+    final: str
