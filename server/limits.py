@@ -106,7 +106,7 @@ class RequestLimits:
                 return await self._reject(send, *self._too_slow())
             if body is None:
                 return await self._reject(send, *self._too_large())
-            receive = self._replay(body, receive)
+            receive = replaying(body, receive)
         if scope["method"] == "POST" and path.startswith(UNQUEUED_ROUTES):
             return await self._admit("feedback", scope, receive, send)
         if not (scope["method"] == "POST" and path.startswith(MODEL_ROUTES)):
@@ -173,17 +173,17 @@ class RequestLimits:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    @staticmethod
-    def _replay(body: bytes, receive):
-        """The body read above as one message, then the client's own channel: a streaming response listens
-        on it for the disconnect, which must be the client's, not an invented one."""
-        sent = False
 
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+def replaying(body: bytes, receive):
+    """An ASGI receive that gives the body already read as one message, then the client's own channel: a
+    streaming response listens on it for the disconnect, which must be the client's, not an invented one."""
+    sent = False
 
-        return replay
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -3,8 +3,9 @@
     VLLM_PLUGINS=see_sidecar python -m vllm.entrypoints.openai.api_server --model <SEE checkpoint dir> ...
 
 serves stock vLLM and, over the same engine, this project's `/generate`, `/v1/score`, `/v1/feedback` and
-`/v1/chat/completions` (which replaces vLLM's own: each choice gains `self_evaluation` and `decision`), through
-the same answer path as the standalone server (server.service). Our Prometheus series (`see_*`) join vLLM's on
+`/v1/chat/completions` (which replaces vLLM's own: each choice gains `self_evaluation` and `decision`; a request
+using fields only vLLM implements still reaches vLLM's own handler, unscored: server/routes/stock_fallback.py),
+through the same answer path as the standalone server (server.service). Our Prometheus series (`see_*`) join vLLM's on
 its `/metrics`. Everything else stays vLLM's: flags, `--api-key`, `/health`, `/v1/models`, `/v1/completions`,
 request validation errors. vLLM's `--api-key` guards only paths under `/v1` (and a few other prefixes), so the
 plugin checks the same keys on `/generate` itself.
@@ -24,6 +25,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 
 from selfeval.calibration import card_fingerprint
 from server.app import AppState
@@ -34,11 +36,13 @@ from server.engine import VllmEngine
 from server.errors import AuthenticationError, install_service_error_handler
 from server.metrics import ServiceMetrics
 from server.routes import feedback, generate, openai, score
+from server.routes.stock_fallback import StockFallbackRoute
 from server.service import GenerationService
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 PLUGIN_NAME = "see_sidecar"
+CHAT_PATH = "/v1/chat/completions"
 
 
 def vllm_api_keys(args: Namespace) -> list[str]:
@@ -66,9 +70,16 @@ class SeeEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
+        stock_chat = [r for r in app.routes if isinstance(r, APIRoute) and r.path == CHAT_PATH and "POST" in r.methods]
         app.include_router(generate.router, dependencies=[Depends(require_vllm_api_key)])
         for router in (openai.router, score.router, feedback.router):  # under /v1: vLLM's own key check
             app.include_router(router)
+        if stock_chat:  # vLLM drops its route from routing after this; requests only it can serve still reach it
+            from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as StockRequest
+
+            for route in app.routes:
+                if isinstance(route, StockFallbackRoute):
+                    route.fallback, route.stock_fields = stock_chat[0], frozenset(StockRequest.model_fields)
         install_service_error_handler(app)
 
     async def init_state(self, engine_client, state, args: Namespace) -> None:

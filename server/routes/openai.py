@@ -31,10 +31,11 @@ from server.openai_protocol import (
 )
 from server.routes.deps import answer_service
 from server.routes.lifetime import until_disconnect, work_claim
+from server.routes.stock_fallback import StockFallbackRoute
 from server.service import GenerationService
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1")  # chat completions
+router = APIRouter(prefix="/v1", route_class=StockFallbackRoute)  # chat completions (stock fallback: plugin only)
 models_router = APIRouter(prefix="/v1")  # the model list: the standalone server's; vLLM's own in the plugin
 
 

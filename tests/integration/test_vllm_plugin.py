@@ -118,3 +118,25 @@ def test_vllms_api_key_guards_our_routes_too(plugin_url):
             assert refused.status_code == 401, (path, headers, refused.text)
     generated = post(plugin_url, "/generate", {"prompt": "Hi", "max_tokens": 2}, AUTH)
     assert generated.status_code == 200, generated.text
+
+
+def test_chat_fields_only_vllm_implements_are_served_by_vllm_unscored(plugin_url):
+    """Enabling the plugin must not break what vLLM served: `logprobs` (ours has no such field) goes to vLLM's own
+    handler, marked unscored; a field neither API knows is still our 400; everything else is scored."""
+    base = {"model": SERVED_NAME, "messages": QUESTION, "max_tokens": 6, "temperature": 0}
+    stock = post(plugin_url, "/v1/chat/completions", {**base, "logprobs": True, "top_logprobs": 2}, AUTH)
+    assert stock.status_code == 200, stock.text
+    assert stock.headers["x-see-scored"] == "false"
+    choice = stock.json()["choices"][0]
+    assert "self_evaluation" not in choice and len(choice["logprobs"]["content"][0]["top_logprobs"]) == 2
+
+    streamed = post(plugin_url, "/v1/chat/completions", {**base, "logprobs": True, "stream": True}, AUTH)
+    assert streamed.status_code == 200 and streamed.headers["x-see-scored"] == "false", streamed.text
+    assert streamed.text.rstrip().endswith("data: [DONE]") and "self_evaluation" not in streamed.text
+
+    assert post(plugin_url, "/v1/chat/completions", {**base, "logprobs": True}).status_code == 401  # still vLLM's key
+    unknown = post(plugin_url, "/v1/chat/completions", {**base, "not_a_field": 1}, AUTH)
+    assert unknown.status_code == 400 and "not_a_field" in unknown.text, unknown.text
+    scored = post(plugin_url, "/v1/chat/completions", base, AUTH)
+    assert scored.status_code == 200 and "x-see-scored" not in scored.headers
+    assert scored.json()["choices"][0]["self_evaluation"]["scores"]
