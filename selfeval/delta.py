@@ -1,9 +1,13 @@
 """Trained weight deltas: export (trained - base) for the trained tensors, and rebuild a checkpoint from base + delta.
 
-A delta is one safetensors file holding, for each trained tensor, `trained - base` in float16 (the differences
-are small, so half precision keeps them to ~1e-3 of their own size while the file stays small enough to commit),
-plus the sha256 of the base weights it applies to in its metadata. Applying it is an element-wise float32 add:
-`base + float32(delta)`, the same bits on every machine, thread count and CPU kind, so the rebuilt
+A delta is one safetensors file holding, for each trained tensor, `trained - base`, plus the sha256 of the base
+weights it applies to and its encoding in the metadata. Encodings (`sft.delta_encoding`):
+- `float16` (2 bytes a weight): the differences are small, so half precision keeps them to ~1e-3 of their own size;
+- `int8` (1 byte a weight, for more trained layers under the same file budget): each row of a difference as
+  int8 times one float32 scale per row (`<name>` and `scale::<name>`), max |row| / 127, so the rounding error of
+  a weight is at most 1/254 of its row's largest change.
+Applying either is element-wise float32 arithmetic (`base + float32(delta)`, or `base + float32(q) * scale` as
+two separate operations), the same bits on every machine, thread count and CPU kind, so the rebuilt
 `model.safetensors` has one sha256 that the shipped manifest pins. A delta for another base, a tensor the base
 lacks or a shape mismatch is refused, never half-applied; the output directory appears only when complete.
 """
@@ -38,20 +42,49 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_delta(base: Mapping, trained: Mapping, names: list[str], path: Path, base_sha256: str) -> str:
-    """Write float16(trained - base) for `names` to `path` (atomically); returns the file's sha256."""
+ENCODINGS = {"float16": "float16-diff", "int8": "int8-rowwise-diff"}  # encoding -> the file's `dtype` metadata
+SCALE_PREFIX = "scale::"
+
+
+def _int8_rows(diff):
+    """diff (any shape) as int8 rows and one float32 scale per row (dim 0; a vector is one row)."""
+    import torch
+
+    rows = diff.reshape(diff.shape[0], -1) if diff.dim() > 1 else diff.reshape(1, -1)
+    scale = rows.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    quantised = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return quantised.reshape(diff.shape).contiguous(), scale.contiguous()
+
+
+def _decoded(quantised, scale):
+    import torch
+
+    rows = quantised.reshape(scale.shape[0], -1).to(torch.float32)
+    return (rows * scale[:, None]).reshape(quantised.shape)
+
+
+def export_delta(
+    base: Mapping, trained: Mapping, names: list[str], path: Path, base_sha256: str, encoding: str = "float16"
+) -> str:
+    """Write `trained - base` for `names` to `path` (atomically) in `encoding`; returns the file's sha256."""
     import torch
     from safetensors.torch import save_file
 
+    if encoding not in ENCODINGS:
+        raise DeltaError(f"unknown delta encoding {encoding!r}; use one of {sorted(ENCODINGS)}")
     tensors = {}
     for name in sorted(names):
         if base[name].shape != trained[name].shape:
             raise DeltaError(f"{name}: trained shape {tuple(trained[name].shape)} != base {tuple(base[name].shape)}")
         diff = trained[name].detach().to(torch.float32) - base[name].detach().to(torch.float32)
-        tensors[name] = diff.to(torch.float16).contiguous()
+        if encoding == "int8":
+            tensors[name], tensors[SCALE_PREFIX + name] = _int8_rows(diff)
+        else:
+            tensors[name] = diff.to(torch.float16).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={BASE_SHA_KEY: base_sha256, "format": "pt", "dtype": "float16-diff"})
+    save_file(tensors, str(tmp), metadata={BASE_SHA_KEY: base_sha256, "format": "pt", "dtype": ENCODINGS[encoding]})
     os.replace(tmp, path)
     return sha256_of(path)
 
@@ -63,7 +96,10 @@ def applied_weights(base_weights: Path, delta_path: Path) -> dict:
     from safetensors.torch import load_file
 
     with safe_open(str(delta_path), framework="pt") as handle:
-        expected = (handle.metadata() or {}).get(BASE_SHA_KEY)
+        metadata = handle.metadata() or {}
+    expected, stored = metadata.get(BASE_SHA_KEY), metadata.get("dtype", ENCODINGS["float16"])
+    if stored not in ENCODINGS.values():
+        raise DeltaError(f"{delta_path.name} holds an unknown delta encoding {stored!r}")
     actual = sha256_of(base_weights)
     if expected != actual:
         raise DeltaError(
@@ -71,11 +107,16 @@ def applied_weights(base_weights: Path, delta_path: Path) -> dict:
             "re-provision the base model (`see model prepare`) or use the delta made for this base"
         )
     tensors = load_file(str(base_weights))
-    for name, diff in load_file(str(delta_path)).items():
+    stored_tensors = load_file(str(delta_path))
+    for name, diff in stored_tensors.items():
+        if name.startswith(SCALE_PREFIX):
+            continue
         if name not in tensors:
             raise DeltaError(f"{delta_path.name} changes {name}, which the base checkpoint does not have")
         if tensors[name].shape != diff.shape or tensors[name].dtype != torch.float32:
             raise DeltaError(f"{name}: delta {tuple(diff.shape)} does not fit base {tuple(tensors[name].shape)} fp32")
+        if stored == ENCODINGS["int8"]:
+            diff = _decoded(diff, stored_tensors[SCALE_PREFIX + name])
         tensors[name] = (tensors[name] + diff.to(torch.float32)).contiguous()
     return tensors
 

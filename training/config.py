@@ -9,7 +9,7 @@ the paper's values (docs/method.md §3-7). Every problem is a `ConfigError` nami
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -108,6 +108,9 @@ class SFTConfig(Section):
     # labels-distill: share of prompts kept out of training and validation, recorded in the card, on which
     # `see calibrate policy` fits decision thresholds (so the held-out half never fits anything)
     calibration_fraction: float = 0.0
+    # labels-distill: how the exported delta stores trained - base (selfeval.delta): float16, or int8 with a
+    # float32 scale per row (half the bytes: more trained layers under the committed delta's 20 MB budget)
+    delta_encoding: Literal["float16", "int8"] = "float16"
 
 
 class TrainConfig(Section):

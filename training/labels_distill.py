@@ -378,7 +378,9 @@ def export(ctx: RunContext, rows: LabelRowsResult, sft: DistillSftResult) -> Del
     base_weights = ctx.base_model / WEIGHTS_FILE
     base_sha = sha256_of(base_weights)
     delta_path = ctx.run_dir / "delta" / "delta.safetensors"
-    delta_sha = export_delta(load_file(str(base_weights)), trained, list(trained), delta_path, base_sha)
+    delta_sha = export_delta(
+        load_file(str(base_weights)), trained, list(trained), delta_path, base_sha, ctx.config.sft.delta_encoding
+    )
     base_card = load_card(ctx.base_model)
     metrics = {
         "rows": {k: v for k, v in rows.to_dict().items() if k != "data_sha256"},
