@@ -114,6 +114,13 @@ def slope_per_1000(points: list[tuple[int, float]]) -> float:
     return 1000 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else float("nan")
 
 
+def slopes_by_third(samples: list[dict], key: str) -> list[float]:
+    """MB per 1,000 requests in each third of the run: falling thirds mean memory levelling off, not a leak."""
+    third = len(samples) // 3
+    parts = [samples[i * third : (i + 1) * third if i < 2 else len(samples)] for i in range(3)]
+    return [round(slope_per_1000([(s["requests"], s[key]) for s in part]), 1) for part in parts]
+
+
 async def soak(url: str, server: psutil.Process, args) -> dict:
     limits = httpx.Limits(max_connections=args.concurrency * 2)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
@@ -167,6 +174,7 @@ def summarise(outcomes, samples, elapsed: float, args) -> dict:
         "engine_rss_slope_mb_per_1000": round(
             slope_per_1000([(s["requests"], s["engine_rss_mb"]) for s in settled]), 3
         ),
+        "engine_rss_slope_by_third": slopes_by_third(samples, "engine_rss_mb"),
         "server_rss_mb": {"first": samples[0]["server_rss_mb"], "last": samples[-1]["server_rss_mb"]}
         if samples
         else {},
@@ -193,7 +201,8 @@ def markdown(result: dict, when: str) -> str:
         "",
         f"Server process RSS {rss.get('first')} -> {rss.get('last')} MB; slope after the first fifth "
         f"{result['server_rss_slope_mb_per_1000']} MB per 1,000 requests (engine processes: "
-        f"{result['engine_rss_slope_mb_per_1000']} MB per 1,000).",
+        f"{result['engine_rss_slope_mb_per_1000']} MB per 1,000; by thirds of the run "
+        f"{' / '.join(str(x) for x in result.get('engine_rss_slope_by_third', []))}).",
         "",
         "Reproduce: `python -m bench.bench_soak "
         f"--minutes {result['minutes']} --concurrency {result['concurrency']} --max-tokens {result['max_tokens']}`",
