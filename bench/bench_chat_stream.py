@@ -3,12 +3,13 @@
 Three configurations on the same model, engine settings and prompt tokens (the sidecar gets the user turn
 and adds the SEE system instruction itself; stock vLLM gets the same system instruction in the request;
 the report checks that both counted the same prompt tokens): the sidecar's `/v1/chat/completions` with
-scoring on and off (`score: false`), and a stock vLLM OpenAI server's. Streamed, greedy, `max_tokens` 128,
-stopping at `[/SELF_EVAL]` everywhere, at concurrency 1, 8 and 16. TTFT is the time from sending the request
-to the first chunk with non-empty content; tokens come from the servers' usage chunks. Results go to
-bench/results/chat-stream-*.json and chat-stream-latest.md.
+scoring on and off (`score: false`), and a stock vLLM OpenAI server's; with `--shapes` also vLLM's server with
+the see_sidecar endpoint plugin (its scored chat on and off: the plugin shape against the stock server it
+extends). Streamed, greedy, `max_tokens` 128, stopping at `[/SELF_EVAL]` everywhere, at concurrency 1, 8 and
+16. TTFT is the time from sending the request to the first chunk with non-empty content; tokens come from the
+servers' usage chunks. Results go to bench/results/chat-stream-*.json and chat-stream-latest.md.
 
-    python -m bench.bench_chat_stream [--max-tokens 128] [--concurrency 1 8 16]
+    python -m bench.bench_chat_stream [--max-tokens 128] [--concurrency 1 8 16] [--shapes]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bench.common import (
     STOCK_MODEL_NAME,
     machine,
     percentile,
+    plugin_vllm_server,
     sidecar_server,
     stamp,
     stock_vllm_server,
@@ -112,16 +114,19 @@ def measure(base_url: str, configs: dict, concurrencies: list[int], requests_for
     return results
 
 
+def shape_ratios(results: dict, shape: str, c: int) -> dict:
+    on, off, stock = (results[f"{n}@c{c}"] for n in (f"{shape}_scoring_on", f"{shape}_scoring_off", "stock_vllm"))
+    return {
+        "ttft_on_vs_stock": on["ttft_p50_s"] / stock["ttft_p50_s"],
+        "ttft_off_vs_stock": off["ttft_p50_s"] / stock["ttft_p50_s"],
+        "throughput_on_vs_stock": on["throughput_tok_s"] / stock["throughput_tok_s"],
+        "throughput_off_vs_stock": off["throughput_tok_s"] / stock["throughput_tok_s"],
+    }
+
+
 def report(results: dict, concurrencies: list[int], args, when: str) -> tuple[dict, list[str]]:
-    ratios = {}
-    for c in concurrencies:
-        on, off, stock = (results[f"{n}@c{c}"] for n in ("sidecar_scoring_on", "sidecar_scoring_off", "stock_vllm"))
-        ratios[f"c{c}"] = {
-            "ttft_on_vs_stock": on["ttft_p50_s"] / stock["ttft_p50_s"],
-            "ttft_off_vs_stock": off["ttft_p50_s"] / stock["ttft_p50_s"],
-            "throughput_on_vs_stock": on["throughput_tok_s"] / stock["throughput_tok_s"],
-            "throughput_off_vs_stock": off["throughput_tok_s"] / stock["throughput_tok_s"],
-        }
+    shapes = [s for s in ("sidecar", "plugin") if f"{s}_scoring_on@c{concurrencies[0]}" in results]
+    ratios = {shape: {f"c{c}": shape_ratios(results, shape, c) for c in concurrencies} for shape in shapes}
     lines = [
         f"# Streamed chat benchmark ({when}, {machine()}, max_tokens {args.max_tokens})",
         "",
@@ -136,14 +141,15 @@ def report(results: dict, concurrencies: list[int], args, when: str) -> tuple[di
         )
     lines += [
         "",
-        "| concurrency | TTFT on/stock | TTFT off/stock | tok/s on/stock | tok/s off/stock |",
-        "|---|---|---|---|---|",
+        "| shape | concurrency | TTFT on/stock | TTFT off/stock | tok/s on/stock | tok/s off/stock |",
+        "|---|---|---|---|---|---|",
     ]
-    for c, r in ratios.items():
-        lines.append(
-            f"| {c[1:]} | {r['ttft_on_vs_stock']:.3f} | {r['ttft_off_vs_stock']:.3f} | "
-            f"{r['throughput_on_vs_stock']:.3f} | {r['throughput_off_vs_stock']:.3f} |"
-        )
+    for shape, by_concurrency in ratios.items():
+        for c, r in by_concurrency.items():
+            lines.append(
+                f"| {shape} | {c[1:]} | {r['ttft_on_vs_stock']:.3f} | {r['ttft_off_vs_stock']:.3f} | "
+                f"{r['throughput_on_vs_stock']:.3f} | {r['throughput_off_vs_stock']:.3f} |"
+            )
     prompt_tokens = {round(r["mean_prompt_tokens"], 1) for r in results.values()}
     lines += [
         "",
@@ -159,6 +165,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--min-requests", type=int, default=8, help="requests per config: max(this, 2 x c)")
     parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--shapes", action="store_true", help="also vLLM's server with the endpoint plugin")
     args = parser.parse_args()
 
     def requests_for(concurrency: int) -> int:
@@ -178,6 +185,14 @@ def main() -> None:
     with stock_vllm_server(model_dir, args.port, RESULTS / "stock.log.tmp"):
         configs = {"stock_vllm": chat_body(STOCK_MODEL_NAME, args.max_tokens, stock_extra, add_instruction=True)}
         results |= measure(url, configs, args.concurrency, requests_for)
+    if args.shapes:  # the plugin's chat is ours (it adds the SEE instruction itself), on vLLM's server
+        with plugin_vllm_server(model_dir, args.port, RESULTS / "plugin.log.tmp"):
+            configs = {
+                "plugin_scoring_on": chat_body(STOCK_MODEL_NAME, args.max_tokens, {}, add_instruction=False),
+                "plugin_scoring_off": chat_body(STOCK_MODEL_NAME, args.max_tokens, {"score": False},
+                                                add_instruction=False),
+            }  # fmt: skip
+            results |= measure(url, configs, args.concurrency, requests_for)
 
     when = stamp()
     ratios, lines = report(results, args.concurrency, args, when)

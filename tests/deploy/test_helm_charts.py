@@ -336,8 +336,12 @@ def test_the_charts_default_model_name_is_the_projects():
         ({"config.max_pending_requests": 8}, "--max-num-seqs"),
         ({"apiKeys.keys": ["key-one-0123456789abcdef", "key-two-0123456789abcdef"]}, "one API key"),
         ({"shape": "both"}, "shape"),
+        (
+            {"autoscaling.enabled": True, "ledger.existingSecret": "dsn", "modelCache.accessModes": ["ReadOnlyMany"]},
+            "vllm:num_requests_waiting",
+        ),
     ],
-    ids=["engine-setting", "remote", "split", "admission", "two-keys", "unknown-shape"],
+    ids=["engine-setting", "remote", "split", "admission", "two-keys", "unknown-shape", "autoscaling-metric"],
 )
 def test_the_plugin_shape_refuses_settings_vllm_does_not_read(charts, sets, message):
     shape = {} if "shape" in sets else {"shape": "plugin"}

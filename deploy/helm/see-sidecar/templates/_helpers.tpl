@@ -159,6 +159,9 @@ the default under the cache directory. */}}
 {{- if gt (len .Values.apiKeys.keys) 1 -}}
 {{- fail "shape plugin: vLLM's server takes one API key (VLLM_API_KEY); list one in apiKeys.keys" -}}
 {{- end -}}
+{{- if and .Values.autoscaling.enabled (eq .Values.autoscaling.metricName "see_engine_requests_waiting") -}}
+{{- fail "shape plugin: the queue depth is vLLM's vllm:num_requests_waiting (the sidecar's see_engine_requests is not exported there); set autoscaling.metricName to your metrics adapter's name for it" -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.config.shadow.rate (gt (float64 .Values.config.shadow.rate) 0.0) (not (include "see-sidecar.hasJudgeKey" .)) -}}
 {{- fail "shadow judging (config.shadow.rate > 0) needs judgeKey.value or judgeKey.existingSecret" -}}
