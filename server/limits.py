@@ -101,7 +101,7 @@ class RequestLimits:
         if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
                 async with asyncio.timeout(self.body_timeout_s):
-                    body = await self._read_limited(receive)
+                    body = await read_body(receive, self.max_body_bytes)
             except TimeoutError:
                 return await self._reject(send, *self._too_slow())
             if body is None:
@@ -160,18 +160,20 @@ class RequestLimits:
             "request_too_large",
         )
 
-    async def _read_limited(self, receive) -> bytes | None:
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return None
-            if not message.get("more_body"):
-                return b"".join(chunks)
+
+async def read_body(receive, max_bytes: int | None = None) -> bytes | None:
+    """The whole request body from an ASGI receive (what came before a disconnect); None once over `max_bytes`."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if max_bytes is not None and size > max_bytes:
+            return None
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 def replaying(body: bytes, receive):

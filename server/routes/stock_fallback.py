@@ -14,23 +14,12 @@ import logging
 
 from fastapi.routing import APIRoute
 
-from server.limits import replaying
+from server.limits import read_body, replaying
 from server.openai_protocol import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 SCORED_HEADER = b"x-see-scored"
 OUR_FIELDS = frozenset(ChatCompletionRequest.model_fields)
-
-
-async def read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def unscored(send):
