@@ -114,6 +114,13 @@ def chat_bodies(model: str, prompts: list[str], max_tokens: int, extra: dict, ad
     return [make(prompt) for prompt in prompts]
 
 
+STEP_PHASES = {  # see_readout_step_seconds phases, as the report names them
+    "to_engine": "to the engine (it takes input between passes)",
+    "in_engine": "queued + computed",
+    "back": "back to the server",
+}
+
+
 def readout_counters(base_url: str) -> dict[str, float]:
     """The sidecar's readout and prefix-cache counters (server.metrics), summed over labels but `kind`."""
     values: dict[str, float] = defaultdict(float)
@@ -124,8 +131,8 @@ def readout_counters(base_url: str) -> dict[str, float]:
                 values["steps"] += sample.value
             elif family.name == "see_readout_context_tokens" and sample.name.endswith("_total"):
                 values[f"{sample.labels['kind']}_tokens"] += sample.value
-            elif family.name == "see_readout_queued_seconds" and sample.name.endswith("_total"):
-                values["queued_s"] += sample.value
+            elif family.name == "see_readout_step_seconds" and sample.name.endswith("_total"):
+                values[f"{sample.labels['phase']}_s"] += sample.value
             elif family.name == "see_readout_duration_seconds" and sample.name.endswith("_sum"):
                 values["readout_s"] += sample.value
             elif family.name == "see_readout_duration_seconds" and sample.name.endswith("_count"):
@@ -144,7 +151,7 @@ def profile_of(before: dict, after: dict) -> dict:
         "engine_steps_per_readout": delta.get("steps", 0.0) / readouts,
         "computed_tokens_per_readout": delta.get("computed_tokens", 0.0) / readouts,
         "cached_tokens_per_readout": delta.get("cached_tokens", 0.0) / readouts,
-        "queued_s_per_step": delta.get("queued_s", 0.0) / steps,
+        **{f"{phase}_s_per_step": delta.get(f"{phase}_s", 0.0) / steps for phase in STEP_PHASES},
         "readout_wall_s_mean": delta.get("readout_s", 0.0) / readouts,
         "prefix_cache_hit_rate_all_requests": delta.get("prefix_cache_hit_tokens", 0.0)
         / max(delta.get("prefix_cache_queried_tokens", 0.0), 1.0),
@@ -314,8 +321,9 @@ def report(summary: dict, args, when: str, rounds: int) -> list[str]:
         f"- context tokens per readout computed: {profile['computed_tokens_per_readout']:.1f}, from the prefix cache: "
         f"{profile['cached_tokens_per_readout']:.1f} (floor: the {floor['block_tokens_after_answer_mean']:.1f} "
         "block tokens after the answer, mean over the score pairs)",
-        f"- time queued in the engine per step: {profile['queued_s_per_step']:.3f} s; readout wall time: "
-        f"{profile['readout_wall_s_mean']:.2f} s",
+        "- per step: "
+        + ", ".join(f"{STEP_PHASES[phase]} {profile[f'{phase}_s_per_step']:.3f} s" for phase in STEP_PHASES)
+        + f"; readout wall time: {profile['readout_wall_s_mean']:.2f} s",
         f"- prefix cache hit rate, all engine requests: {profile['prefix_cache_hit_rate_all_requests']:.1%}",
         "",
         f"Goals: chat tok/s on/stock >= {GOALS['chat_tok_s_on_vs_stock']}, p50 on/stock <= "

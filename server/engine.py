@@ -1,10 +1,14 @@
 """The narrow engine interface the service talks to, and its vLLM `AsyncLLM` adapter (CPU and GPU).
 
 The service only needs two calls: generate an answer from prompt token ids (optionally with the log-
-probabilities of the ten digit tokens at every position), and read the digit log-probabilities of the next
-token after a given context (one step of a forced readout); plus `is_dead`, whether the engine can never serve
-again. Keeping it this small leaves room for a second adapter, e.g. a remote vLLM server over HTTP, without
-touching the service.
+probabilities of the ten digit tokens at every position), and a digit reader for a forced readout: each of its
+steps appends tokens to a context and reads the digit log-probabilities of the next position. Plus `is_dead`,
+whether the engine can never serve again. Keeping it this small leaves room for a second adapter, e.g. a remote
+vLLM server over HTTP, without touching the service.
+
+On the in-process engine a readout is one vLLM streaming-input request: each step's tokens continue the request,
+whose KV cache stays put, so a step computes only its own tokens. Engines that cannot continue a request
+(`RequestPerStepReader`) send the whole context each step and let prefix caching skip the full KV blocks it holds.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,17 +54,55 @@ class StreamDelta:
 
 
 @dataclass(frozen=True)
+class StepTimes:
+    """Where one readout step's time went, from vLLM's request stats (one clock for both processes)."""
+
+    to_engine_s: float  # sent here -> queued in the EngineCore, which takes new input between passes only
+    in_engine_s: float  # queued -> its token computed: the queue, then the pass that computed it
+    back_s: float  # computed -> returned here
+
+
+@dataclass(frozen=True)
 class DigitStep:
     """One forced-readout step: the digit log-probabilities after a context, and what the step cost."""
 
     logprobs: dict[int, float]
     context_tokens: int
-    cached_tokens: int  # served from the prefix cache; the rest of the context was computed by this step
-    queued_s: float | None = None  # in the engine's queue before it was first scheduled; None if not reported
+    cached_tokens: int  # already held (prefix cache, or the request's own KV); this step computed the rest
+    times: StepTimes | None = None  # None where the engine does not report them
 
     @property
     def computed_tokens(self) -> int:
         return self.context_tokens - self.cached_tokens
+
+
+class DigitReader(Protocol):
+    """The steps of one forced readout: `read` appends `tokens` to the context (the first call: the whole context)
+    and returns the digit log-probabilities of the position after it."""
+
+    async def read(self, tokens: list[int]) -> DigitStep: ...
+
+
+class RequestPerStepReader:
+    """A `DigitReader` for engines that cannot continue a request: every step is a new one-token request with the
+    whole context, `{request_id}-r{step}`; prefix caching skips the full KV blocks the engine still holds."""
+
+    def __init__(self, next_digit_logprobs: Callable[[list[int], str], Awaitable[DigitStep]], request_id: str):
+        self._next = next_digit_logprobs
+        self._request_id = request_id
+        self._context: list[int] = []
+        self._steps = 0
+
+    async def read(self, tokens: list[int]) -> DigitStep:
+        self._context = self._context + list(tokens)
+        step = await self._next(self._context, f"{self._request_id}-r{self._steps}")
+        self._steps += 1
+        return step
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, next_digit_logprobs, request_id: str) -> AsyncIterator[RequestPerStepReader]:
+        yield cls(next_digit_logprobs, request_id)
 
 
 @dataclass(frozen=True)
@@ -97,7 +140,7 @@ class Engine(Protocol):
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str: ...
     async def generate(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> Generation: ...
     def stream(self, prompt_ids: list[int], spec: SamplingSpec, request_id: str) -> AsyncIterator[StreamDelta]: ...
-    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep: ...
+    def digit_reader(self, request_id: str) -> contextlib.AbstractAsyncContextManager[DigitReader]: ...
     def is_dead(self) -> bool: ...
     def shutdown(self) -> None: ...
 
@@ -264,28 +307,44 @@ class VllmEngine(LocalTokenizer):
                 ),
             )
 
-    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep:
+    def _digit_params(self, output_kind: str):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
+        return SamplingParams(
             max_tokens=1,
             temperature=0.0,
             logprob_token_ids=list(self.digit_token_ids),
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            output_kind=getattr(RequestOutputKind, output_kind),
         )
-        final = None
-        async for output in self._llm.generate({"prompt_token_ids": context_ids}, params, request_id=request_id):
-            final = output
-        position = final.outputs[0].logprobs[0]
-        stats = final.metrics
-        queued = stats.scheduled_ts - stats.queued_ts if stats is not None and stats.scheduled_ts else None
+
+    def _digit_step(self, output, context_tokens: int, cached_tokens: int, sent: float) -> DigitStep:
+        position = output.outputs[0].logprobs[-1]
         return DigitStep(
             logprobs={token: position[token].logprob for token in self.digit_token_ids if token in position},
-            context_tokens=len(context_ids),
-            cached_tokens=int(final.num_cached_tokens or 0),
-            queued_s=queued,
+            context_tokens=context_tokens,
+            cached_tokens=cached_tokens,
+            times=_step_times(output.metrics, sent),
         )
+
+    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep:
+        """One readout step as its own request (the whole context; prefix caching skips the full blocks held)."""
+        sent, final = time.monotonic(), None
+        params = self._digit_params("FINAL_ONLY")
+        async for output in self._llm.generate({"prompt_token_ids": context_ids}, params, request_id=request_id):
+            final = output
+        return self._digit_step(final, len(context_ids), int(final.num_cached_tokens or 0), sent)
+
+    @contextlib.asynccontextmanager
+    async def digit_reader(self, request_id: str) -> AsyncIterator[DigitReader]:
+        """A readout as one streaming-input request: each step continues it (its KV cache kept between steps)."""
+        reader = StreamingDigitReader(self, request_id)
+        try:
+            yield reader
+        except BaseException:
+            await reader.abort()
+            raise
+        await reader.finish()
 
     def is_dead(self) -> bool:
         """True once the engine cannot serve again: vLLM's monitor saw the EngineCore process exit, or its
@@ -294,6 +353,73 @@ class VllmEngine(LocalTokenizer):
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _step_times(stats, sent: float) -> StepTimes | None:
+    """A step's phases from vLLM's request stats (monotonic timestamps; None when stats are off)."""
+    if stats is None or not stats.queued_ts or not stats.last_token_ts:
+        return None
+    returned = time.monotonic()
+    return StepTimes(
+        to_engine_s=max(stats.queued_ts - sent, 0.0),
+        in_engine_s=max(stats.last_token_ts - stats.queued_ts, 0.0),
+        back_s=max(returned - stats.last_token_ts, 0.0),
+    )
+
+
+class StreamingDigitReader:
+    """One forced readout as one vLLM streaming-input request (`AsyncLLM.generate` over an input stream).
+
+    Each `read` sends its tokens as the next input chunk, one greedy token with the digits' log-probabilities.
+    Between chunks vLLM keeps the request's KV cache and drops the token it sampled (never computed), so the next
+    chunk starts with the digit the readout chose and the step computes exactly its own tokens: no recomputation
+    back to a KV block boundary, no prefix-cache lookup, nothing evicted in between.
+    """
+
+    def __init__(self, engine: VllmEngine, request_id: str) -> None:
+        self._engine = engine
+        self._request_id = request_id
+        self._chunks: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        self._outputs: AsyncIterator | None = None
+        self._context_tokens = 0
+
+    async def _input_stream(self):
+        from vllm.engine.protocol import StreamingInput
+
+        while (chunk := await self._chunks.get()) is not None:
+            yield StreamingInput(prompt={"prompt_token_ids": chunk})
+
+    async def read(self, tokens: list[int]) -> DigitStep:
+        if not tokens:
+            raise ValueError("a readout step must append at least one token")
+        sent = time.monotonic()
+        self._chunks.put_nowait(list(tokens))
+        first = self._outputs is None
+        if first:
+            params = self._engine._digit_params("DELTA")
+            self._outputs = aiter(self._engine._llm.generate(self._input_stream(), params, request_id=self._request_id))
+        self._context_tokens += len(tokens)
+        async for output in self._outputs:
+            if output.outputs[0].logprobs:
+                cached = int(output.num_cached_tokens or 0) if first else self._context_tokens - len(tokens)
+                return self._engine._digit_step(output, self._context_tokens, cached, sent)
+            if output.finished:
+                break
+        raise RuntimeError(f"readout {self._request_id}: the engine ended the request before reading a digit")
+
+    async def finish(self) -> None:
+        """End the input stream; the engine then finishes the request and frees its KV blocks."""
+        if self._outputs is None:
+            return
+        self._chunks.put_nowait(None)
+        async for _ in self._outputs:
+            pass
+
+    async def abort(self) -> None:
+        """Give up mid-readout (an error, a cancelled request): closing the output stream aborts the request."""
+        if self._outputs is not None:
+            with contextlib.suppress(Exception):
+                await self._outputs.aclose()
 
 
 def _scheduler_stat_logger(observe: SchedulerObserver):

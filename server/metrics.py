@@ -51,20 +51,21 @@ class ServiceMetrics:
         )
         self.readout_steps = Counter(
             "see_readout_engine_steps",
-            "Engine requests made by forced readouts (one per digit)",
+            "Engine steps of forced readouts (one per digit, each computed in one engine pass)",
             ["model_name"],
             registry=self.registry,
         )
         self.readout_context_tokens = Counter(
             "see_readout_context_tokens",
-            "Context tokens of forced-readout steps: taken from the prefix cache (cached) or computed again",
+            "Context tokens of forced-readout steps: already held by the engine (cached) or computed by the step",
             ["model_name", "kind"],
             registry=self.registry,
         )
-        self.readout_queue = Counter(
-            "see_readout_queued_seconds",
-            "Time forced-readout steps waited in the engine's queue before being scheduled",
-            ["model_name"],
+        self.readout_step_time = Counter(
+            "see_readout_step_seconds",
+            "Time of forced-readout steps by phase: to_engine (sent -> queued in the engine, which takes input "
+            "between passes), in_engine (queued -> computed), back (computed -> returned)",
+            ["model_name", "phase"],
             registry=self.registry,
         )
         self.readout_duration = Histogram(
@@ -264,7 +265,8 @@ class ServiceMetrics:
             self.readout_steps.labels(self.model_name).inc(cost.steps)
             self.readout_context_tokens.labels(self.model_name, "cached").inc(cost.cached_tokens)
             self.readout_context_tokens.labels(self.model_name, "computed").inc(cost.computed_tokens)
-            self.readout_queue.labels(self.model_name).inc(cost.queued_s)
+            for phase in ("to_engine", "in_engine", "back"):
+                self.readout_step_time.labels(self.model_name, phase).inc(getattr(cost, f"{phase}_s"))
             self.readout_duration.labels(self.model_name).observe(cost.wall_s)
         for attribute, distribution in (distributions or {}).items():
             self.expected_score.labels(self.model_name, attribute).observe(distribution.expected)

@@ -14,6 +14,7 @@ engine: the remote restarts on its own, so this process keeps running (`is_dead`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -22,7 +23,16 @@ from pathlib import Path
 
 import httpx
 
-from server.engine import DigitStep, Generation, LocalTokenizer, SamplingSpec, StreamDelta, text_with_tag
+from server.engine import (
+    DigitReader,
+    DigitStep,
+    Generation,
+    LocalTokenizer,
+    RequestPerStepReader,
+    SamplingSpec,
+    StreamDelta,
+    text_with_tag,
+)
 from server.errors import NotReadyError
 
 log = logging.getLogger(__name__)
@@ -133,6 +143,10 @@ class RemoteEngine(LocalTokenizer):
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from None
         raise RemoteEngineError("the engine's stream ended without a finished answer", code="engine_unavailable")
+
+    def digit_reader(self, request_id: str) -> contextlib.AbstractAsyncContextManager[DigitReader]:
+        """Each step a new completions request with the whole context: vLLM's HTTP API cannot continue one."""
+        return RequestPerStepReader.open(self.next_digit_logprobs, request_id)
 
     async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep:
         body = {

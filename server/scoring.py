@@ -5,8 +5,9 @@ generated: the model wrote a valid block; each score's distribution is read at t
 forced: otherwise, the canonical block is teacher-forced after the stripped answer and each digit is read in
   turn, the previous digits filled with their argmax (what greedy decoding would write). The context is the
   canonical re-rendering (as in masked distillation, docs/method.md §5.2), so the same answer always gets the
-  same readout (to the last float digits: the prefix cache may split the context into other chunks); prefix
-  caching keeps the five one-token steps cheap, each recomputing its context back to the last full KV block.
+  same readout (to the last float digits: the engine may split the context into other chunks). The five steps
+  go through the engine's digit reader: the first sends prompt + answer + block up to the first digit (prefix
+  caching skips what the engine holds), each later one only the chosen digit and the block text up to the next.
 Scores are never invented: if neither works the result says `unavailable` and why.
 """
 
@@ -28,22 +29,27 @@ from server.engine import DigitStep, Engine, Generation
 
 @dataclass(frozen=True)
 class ReadoutCost:
-    """What a forced readout cost the engine: its steps (one engine request each), the context tokens they
-    took from the prefix cache or computed, and the time they waited in the engine's queue."""
+    """What a forced readout cost the engine: its steps (one engine pass each), the context tokens the engine
+    already held or computed, and where the steps' time went (server.engine.StepTimes, summed)."""
 
     steps: int = 0
     cached_tokens: int = 0
     computed_tokens: int = 0
-    queued_s: float = 0.0
+    to_engine_s: float = 0.0
+    in_engine_s: float = 0.0
+    back_s: float = 0.0
     wall_s: float = 0.0
 
     def add(self, step: DigitStep) -> ReadoutCost:
+        times = step.times
         return replace(
             self,
             steps=self.steps + 1,
             cached_tokens=self.cached_tokens + step.cached_tokens,
             computed_tokens=self.computed_tokens + step.computed_tokens,
-            queued_s=self.queued_s + (step.queued_s or 0.0),
+            to_engine_s=self.to_engine_s + (times.to_engine_s if times else 0.0),
+            in_engine_s=self.in_engine_s + (times.in_engine_s if times else 0.0),
+            back_s=self.back_s + (times.back_s if times else 0.0),
         )
 
 
@@ -110,16 +116,22 @@ async def forced_readout(engine: Engine, prompt_ids: list[int], answer: str, req
         return ForcedReadout(None, failure, 0, cost)
     started = time.perf_counter()
     distributions: dict[str, ScoreDistribution] = {}
-    for index, attribute in enumerate(ATTRIBUTES):
-        step = await engine.next_digit_logprobs(prompt_ids + layout[: positions[index]], f"{request_id}-r{index}")
-        cost = cost.add(step)
-        try:
-            distribution = distribution_from_token_logprobs(step.logprobs, engine.digit_token_ids)
-        except ReadoutError as exc:
-            failure = f"forced readout of {attribute} failed: {exc}"
-            return ForcedReadout(None, failure, positions[index], replace(cost, wall_s=time.perf_counter() - started))
-        distributions[attribute] = distribution
-        layout[positions[index]] = engine.digit_token_ids[distribution.argmax]
+    context = prompt_ids + layout
+    sent = 0
+    async with engine.digit_reader(request_id) as reader:
+        for index, attribute in enumerate(ATTRIBUTES):
+            digit_at = len(prompt_ids) + positions[index]
+            step = await reader.read(context[sent:digit_at])
+            sent = digit_at
+            cost = cost.add(step)
+            try:
+                distribution = distribution_from_token_logprobs(step.logprobs, engine.digit_token_ids)
+            except ReadoutError as exc:
+                failure = f"forced readout of {attribute} failed: {exc}"
+                wall = time.perf_counter() - started
+                return ForcedReadout(None, failure, positions[index], replace(cost, wall_s=wall))
+            distributions[attribute] = distribution
+            context[digit_at] = engine.digit_token_ids[distribution.argmax]
     return ForcedReadout(distributions, None, positions[-1], replace(cost, wall_s=time.perf_counter() - started))
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from server.engine import DigitStep, Engine, Generation, SamplingSpec, SchedulerObserver, StreamDelta
+from server.engine import DigitReader, Engine, Generation, SamplingSpec, SchedulerObserver, StreamDelta
 
 # a text whose tokens differ between unrelated tokenizers: the two models must tokenise it identically
 TOKENIZER_PROBE = "The capital of France is Paris. Ça coûte 12,50 € — 東京 🙂 [SELF_EVAL] helpfulness: 7\n"
@@ -67,8 +67,8 @@ class SplitEngine:
         finally:
             await deltas.aclose()
 
-    async def next_digit_logprobs(self, context_ids: list[int], request_id: str) -> DigitStep:
-        return await self.readout.next_digit_logprobs(context_ids, request_id)
+    def digit_reader(self, request_id: str) -> contextlib.AbstractAsyncContextManager[DigitReader]:
+        return self.readout.digit_reader(request_id)
 
     def is_dead(self) -> bool:
         return self.answers.is_dead() or self.readout.is_dead()

@@ -38,3 +38,25 @@ def test_a_client_that_hangs_up_on_a_non_streamed_request_stops_its_generation(s
     assert wait_for(lambda: engine_requests(client).get("running") == 0, 8), engine_requests(client)
     assert wait_for(lambda: in_flight(client) == 0, 5), in_flight(client)
     assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0}).status_code == 200
+
+
+def kv_cache_usage(client: httpx.Client) -> float:
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return sum(s.value for f in families if f.name == "see_engine_kv_cache_usage_ratio" for s in f.samples)
+
+
+def test_readouts_finished_or_abandoned_give_their_kv_cache_back(server, client):
+    """A forced readout is one streaming-input request that holds its KV blocks between steps (server.engine.
+    StreamingDigitReader): finished, it must end the request; abandoned by its client mid-readout, abort it.
+    Either way nothing stays in the engine: after a later request the KV cache in use is back to zero."""
+    response = " ".join(
+        f"Step {i}: the keeper climbs the stairs, trims the wick and watches the sea." for i in range(90)
+    )
+    body = {"messages": LONG, "response": response}
+    assert client.post("/v1/score", json=body).status_code == 200  # finished readouts
+    body["response"] = response.replace("keeper", "lighthouse keeper")  # nothing cached: a slow first step
+    with httpx.Client(base_url=server.url) as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.post("/v1/score", json=body, timeout=httpx.Timeout(60, read=1.0))
+    assert wait_for(lambda: in_flight(client) == 0, 15), in_flight(client)
+    assert client.post("/generate", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0}).status_code == 200
+    assert wait_for(lambda: kv_cache_usage(client) == 0.0, 5), kv_cache_usage(client)

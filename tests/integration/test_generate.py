@@ -7,6 +7,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from selfeval.block import forced_token_layout
 from selfeval.rubric import ATTRIBUTES
 
 pytestmark = pytest.mark.integration
@@ -193,30 +194,47 @@ def test_metrics_expose_score_histograms_and_readout_sources(client):
 
 def readout_counters(client) -> dict[str, float]:
     families = {family.name: family for family in text_string_to_metric_families(client.get("/metrics").text)}
-    values = {"steps": 0.0, "cached": 0.0, "computed": 0.0, "prefix_hit": 0.0}
+    values = {"steps": 0.0, "cached": 0.0, "computed": 0.0, "prefix_hit": 0.0, "to_engine": 0.0, "in_engine": 0.0}
+    values["back"] = 0.0
     for sample in families["see_readout_engine_steps"].samples:
         if sample.name.endswith("_total"):
             values["steps"] += sample.value
     for sample in families["see_readout_context_tokens"].samples:
         if sample.name.endswith("_total"):
             values[sample.labels["kind"]] += sample.value
+    for sample in families["see_readout_step_seconds"].samples:
+        if sample.name.endswith("_total"):
+            values[sample.labels["phase"]] += sample.value
     for sample in families["see_engine_prefix_cache_tokens"].samples:
         if sample.name.endswith("_total") and sample.labels["kind"] == "hit":
             values["prefix_hit"] += sample.value
     return values
 
 
-def test_forced_readout_steps_reuse_the_cached_answer_and_recompute_little(client):
-    """Prefix caching reuses whole KV blocks only, so each forced-readout step recomputes the context past the
-    last full block: ~90 tokens a step with vLLM's CPU default of 128 tokens a block, a few dozen with the
-    server's 32 (server.engine.CPU_KV_BLOCK_SIZE). /metrics shows the split."""
+def test_a_forced_readout_computes_its_block_once_and_little_else(client, model_dir):
+    """The readout is one streaming-input request: its first step finds the prompt and answer in the prefix
+    cache (whole KV blocks only, so it recomputes up to a block past the last full one: 32 tokens on CPU,
+    server.engine.CPU_KV_BLOCK_SIZE), and each later step computes only its own tokens (the chosen digit and
+    the block text up to the next), the request's KV cache held in between. Five requests, each recomputing
+    back to a block boundary, computed about twice as much. /metrics shows the split."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     before = readout_counters(client)
     body = {"prompt": "Describe the water cycle in detail.", "max_tokens": 48, "temperature": 0}
-    evaluation = client.post("/generate", json=body).json()["self_evaluation"]
+    answer = client.post("/generate", json=body).json()
     after = readout_counters(client)
-    assert evaluation["source"] == "forced"  # 48 tokens cut the answer before any block
+    assert answer["self_evaluation"]["source"] == "forced"  # 48 tokens cut the answer before any block
     delta = {key: after[key] - before[key] for key in after}
     assert delta["steps"] == 5
     assert delta["cached"] > 5 * 200  # the prompt and most of the answer, every step
-    assert delta["computed"] / delta["steps"] < 48, delta
-    assert delta["prefix_hit"] >= delta["cached"]
+    assert delta["prefix_hit"] > 200  # the first step found them in the prefix cache
+
+    def encode_literal(text):
+        return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    layout, positions = forced_token_layout(encode_literal, answer["answer"], [0] * 5)
+    block_tokens = positions[-1] - len(encode_literal(answer["answer"]))  # the block up to the last digit read
+    assert block_tokens < delta["computed"] < block_tokens + 32, (delta, block_tokens)
+    for phase in ("to_engine", "in_engine", "back"):
+        assert after[phase] > before[phase]  # where the steps' time went, by phase

@@ -7,16 +7,17 @@ from bench.bench_readout import profile_of, report, summarise
 
 
 def test_the_profile_is_per_readout_and_per_step_from_counter_deltas():
-    before = {"readouts": 2, "steps": 10, "computed_tokens": 100, "cached_tokens": 1000, "queued_s": 1.0,
+    before = {"readouts": 2, "steps": 10, "computed_tokens": 100, "cached_tokens": 1000, "to_engine_s": 1.0,
               "readout_s": 2.0, "prefix_cache_queried_tokens": 500, "prefix_cache_hit_tokens": 400}  # fmt: skip
-    after = {"readouts": 10, "steps": 50, "computed_tokens": 900, "cached_tokens": 9000, "queued_s": 3.0,
+    after = {"readouts": 10, "steps": 50, "computed_tokens": 900, "cached_tokens": 9000, "to_engine_s": 3.0,
              "readout_s": 10.0, "prefix_cache_queried_tokens": 1500, "prefix_cache_hit_tokens": 1300}  # fmt: skip
     profile = profile_of(before, after)
     assert profile["readouts"] == 8
     assert profile["engine_steps_per_readout"] == 5
     assert profile["computed_tokens_per_readout"] == 100
     assert profile["cached_tokens_per_readout"] == 1000
-    assert math.isclose(profile["queued_s_per_step"], 2.0 / 40)
+    assert math.isclose(profile["to_engine_s_per_step"], 2.0 / 40)
+    assert profile["in_engine_s_per_step"] == 0.0
     assert profile["readout_wall_s_mean"] == 1.0
     assert math.isclose(profile["prefix_cache_hit_rate_all_requests"], 0.9)
 

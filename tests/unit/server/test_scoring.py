@@ -5,7 +5,7 @@ import math
 
 from selfeval.block import render_output
 from selfeval.rubric import ATTRIBUTES
-from server.engine import DigitStep, Generation
+from server.engine import DigitStep, Generation, RequestPerStepReader
 from server.scoring import generated_readout, read_self_evaluation
 
 DIGIT_IDS = tuple(range(1000, 1010))  # outside the code points the fake uses for text
@@ -34,6 +34,9 @@ class ScriptedEngine:
     async def next_digit_logprobs(self, context_ids, request_id):
         self.contexts.append(list(context_ids))
         return DigitStep(peaked(self.forced_digit), len(context_ids), cached_tokens=len(context_ids) // 2)
+
+    def digit_reader(self, request_id):
+        return RequestPerStepReader.open(self.next_digit_logprobs, request_id)
 
 
 def generation_of(text: str, engine: ScriptedEngine) -> Generation:
