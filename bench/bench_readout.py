@@ -18,10 +18,13 @@ server started fresh per round, one at a time: two engines on a 2-core machine w
   prefix cache (first pass after start) and a warm one (the same pairs again).
 
 With the chat workload the sidecar's /metrics give the readout profile: engine steps per readout, context tokens
-taken from the prefix cache vs computed, time queued in the engine, readout wall time; and the floor: the tokens a
-readout has to compute at least (the block after the answer) in five dependent steps.
+the engine already held vs computed, where a step's time goes (to the engine, in it, back), readout wall time;
+and the floor: the tokens a readout has to compute at least (the block after the answer) in five dependent steps.
+`--shapes` measures vLLM's own server with the endpoint plugin (server/vllm_plugin.py) the same way, and
+`--per-step` the sidecar with SEE_READOUT_REQUESTS=per_step (a request per readout step, the path before the
+continued request): one more server per round each.
 
-    python -m bench.bench_readout [--rounds 2] [--max-tokens 64] [--concurrency 8]
+    python -m bench.bench_readout [--rounds 2] [--max-tokens 64] [--concurrency 8] [--shapes] [--per-step]
 
 Results: bench/results/readout-<stamp>.json and readout-latest.md.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import time
@@ -44,6 +48,7 @@ from bench.common import (
     RESULTS,
     STOCK_MODEL_NAME,
     machine,
+    plugin_vllm_server,
     sidecar_server,
     stamp,
     stock_engine_flags,
@@ -193,7 +198,9 @@ class ScoreInputs:
             self.floor_tokens.append(positions[-1] + 1 - answer_tokens)  # block tokens after the answer
 
 
-def measure_sidecar(url: str, prompts, inputs: ScoreInputs, args, on_first: bool) -> dict:
+def measure_scored(url: str, prompts, inputs: ScoreInputs, args, on_first: bool) -> dict:
+    """A server that scores (the sidecar, or vLLM with the endpoint plugin): chat with scoring on and off,
+    `/v1/score` cold and warm, and the readout profile from its /metrics."""
     model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
     out = {}
     warm = chat_bodies(model, prompts, 1, {"score": False}, add_instruction=False)
@@ -232,33 +239,44 @@ def mean_of(rounds: list[dict], key: str, field: str) -> float:
     return statistics.mean(r[key][field] for r in rounds)
 
 
-def summarise(sidecar: list[dict], stocks: dict[str, list[dict]], inputs: ScoreInputs) -> dict:
-    tok_s = {f"sidecar_scoring_{k}": mean_of(sidecar, f"chat_scoring_{k}", "tokens_per_s") for k in ("on", "off")}
-    p50 = {f"sidecar_scoring_{k}": mean_of(sidecar, f"chat_scoring_{k}", "latency_p50_s") for k in ("on", "off")}
-    ratios = {}
+def summarise(shapes: dict[str, list[dict]], stocks: dict[str, list[dict]], inputs: ScoreInputs) -> dict:
+    """Means over rounds of each scored shape ("sidecar", "plugin") and each stock configuration, and the
+    shapes' ratios to every stock configuration."""
+    tok_s, p50 = {}, {}
+    for shape, rounds in shapes.items():
+        for k in ("on", "off"):
+            tok_s[f"{shape}_scoring_{k}"] = mean_of(rounds, f"chat_scoring_{k}", "tokens_per_s")
+            p50[f"{shape}_scoring_{k}"] = mean_of(rounds, f"chat_scoring_{k}", "latency_p50_s")
     for name, rounds in stocks.items():
         tok_s[f"stock_{name}"] = mean_of(rounds, "chat", "tokens_per_s")
         p50[f"stock_{name}"] = mean_of(rounds, "chat", "latency_p50_s")
-        ratios[name] = {
-            f"{measure}_{k}_vs_stock": values[f"sidecar_scoring_{k}"] / values[f"stock_{name}"]
-            for measure, values in (("tok_s", tok_s), ("p50", p50))
-            for k in ("on", "off")
+    ratios = {
+        shape: {
+            name: {
+                f"{measure}_{k}_vs_stock": values[f"{shape}_scoring_{k}"] / values[f"stock_{name}"]
+                for measure, values in (("tok_s", tok_s), ("p50", p50))
+                for k in ("on", "off")
+            }
+            for name in stocks
         }
-    profile = {
-        key: statistics.mean(r["readout_profile"][key] for r in sidecar) for key in sidecar[0]["readout_profile"]
+        for shape in shapes
+    }
+    profiles = {
+        shape: {key: statistics.mean(r["readout_profile"][key] for r in rounds) for key in rounds[0]["readout_profile"]}
+        for shape, rounds in shapes.items()
     }
     score = {}
     for cache in ("cold", "warm"):
-        ours = mean_of(sidecar, f"score_{cache}", "items_per_s")
+        ours = {shape: mean_of(rounds, f"score_{cache}", "items_per_s") for shape, rounds in shapes.items()}
         theirs = {
             name: mean_of(rounds, f"generative_scoring_{cache}", "items_per_s") for name, rounds in stocks.items()
         }
-        score[cache] = {"sidecar_items_per_s": ours, "generative_scoring_items_per_s": theirs}
-        score[cache]["ratio"] = {name: ours / value for name, value in theirs.items()}
+        score[cache] = {"items_per_s": ours, "generative_scoring_items_per_s": theirs}
+        score[cache]["ratio"] = {shape: {name: ours[shape] / v for name, v in theirs.items()} for shape in shapes}
     return {
         "chat": {"tokens_per_s": tok_s, "latency_p50_s": p50, "ratios": ratios},
         "score": score,
-        "readout_profile_chat": profile,
+        "readout_profile_chat": profiles,
         "floor": {
             "block_tokens_after_answer_mean": statistics.mean(inputs.floor_tokens),
             "dependent_engine_steps": 5,
@@ -267,11 +285,17 @@ def summarise(sidecar: list[dict], stocks: dict[str, list[dict]], inputs: ScoreI
 
 
 STOCK_LABELS = {"default": "stock vLLM, its defaults", "same_blocks": "stock vLLM, the sidecar's KV block size"}
+SHAPE_LABELS = {
+    "sidecar": "sidecar",
+    "sidecar_per_step": "sidecar, a request per readout step",
+    "plugin": "vLLM + endpoint plugin",
+}
 
 
 def report(summary: dict, args, when: str, rounds: int) -> list[str]:
-    chat, score, profile, floor = summary["chat"], summary["score"], summary["readout_profile_chat"], summary["floor"]
-    stocks = list(chat["ratios"])
+    chat, score, profiles, floor = summary["chat"], summary["score"], summary["readout_profile_chat"], summary["floor"]
+    shapes = list(chat["ratios"])
+    stocks = list(chat["ratios"][shapes[0]])
     lines = [
         f"# Readout cost benchmark ({when}, {machine()}, {rounds} interleaved rounds)",
         "",
@@ -288,43 +312,49 @@ def report(summary: dict, args, when: str, rounds: int) -> list[str]:
             f"| {STOCK_LABELS[name]} | {chat['tokens_per_s'][f'stock_{name}']:.1f} | "
             f"{chat['latency_p50_s'][f'stock_{name}']:.2f} |" + " |" * len(stocks)
         )
-    for label, key in (("sidecar, score: false", "off"), ("sidecar, scoring on", "on")):
-        config = f"sidecar_scoring_{key}"
-        cells = [
-            f"{chat['ratios'][n][f'tok_s_{key}_vs_stock']:.2f}, {chat['ratios'][n][f'p50_{key}_vs_stock']:.2f}"
-            for n in stocks
-        ]
-        lines.append(
-            f"| {label} | {chat['tokens_per_s'][config]:.1f} | {chat['latency_p50_s'][config]:.2f} | "
-            + " | ".join(cells)
-            + " |"
-        )
+    for shape in shapes:
+        for label, key in (("score: false", "off"), ("scoring on", "on")):
+            config, ratios = f"{shape}_scoring_{key}", chat["ratios"][shape]
+            cells = [
+                f"{ratios[n][f'tok_s_{key}_vs_stock']:.2f}, {ratios[n][f'p50_{key}_vs_stock']:.2f}" for n in stocks
+            ]
+            lines.append(
+                f"| {SHAPE_LABELS[shape]}, {label} | {chat['tokens_per_s'][config]:.1f} | "
+                f"{chat['latency_p50_s'][config]:.2f} | " + " | ".join(cells) + " |"
+            )
     lines += [
         "",
         f"Score: {args.pairs} HelpSteer2 pairs (train half), concurrency {args.concurrency}. `/v1/score` reads five "
         "attributes (five dependent steps), `/generative_scoring` one position.",
         "",
-        "| prefix cache | /v1/score items/s | "
+        "| prefix cache | server | /v1/score items/s | "
         + " | ".join(f"/generative_scoring items/s ({STOCK_LABELS[n]}), ratio" for n in stocks)
         + " |",
-        "|---|---|" + "---|" * len(stocks),
+        "|---|---|---|" + "---|" * len(stocks),
     ]
     for cache, row in score.items():
-        cells = [f"{row['generative_scoring_items_per_s'][n]:.2f}, {row['ratio'][n]:.2f}" for n in stocks]
-        lines.append(f"| {cache} | {row['sidecar_items_per_s']:.2f} | " + " | ".join(cells) + " |")
+        for shape in shapes:
+            cells = [f"{row['generative_scoring_items_per_s'][n]:.2f}, {row['ratio'][shape][n]:.2f}" for n in stocks]
+            lines.append(
+                f"| {cache} | {SHAPE_LABELS[shape]} | {row['items_per_s'][shape]:.2f} | " + " | ".join(cells) + " |"
+            )
+    for shape in shapes:
+        profile = profiles[shape]
+        lines += [
+            "",
+            f"Readout profile (chat, scoring on, from the {SHAPE_LABELS[shape]}'s /metrics):",
+            "",
+            f"- engine steps per readout: {profile['engine_steps_per_readout']:.2f} (floor: "
+            f"{floor['dependent_engine_steps']} dependent steps)",
+            f"- context tokens per readout computed: {profile['computed_tokens_per_readout']:.1f}, already held: "
+            f"{profile['cached_tokens_per_readout']:.1f} (floor: the {floor['block_tokens_after_answer_mean']:.1f} "
+            "block tokens after the answer, mean over the score pairs)",
+            "- per step: "
+            + ", ".join(f"{STEP_PHASES[phase]} {profile[f'{phase}_s_per_step']:.3f} s" for phase in STEP_PHASES)
+            + f"; readout wall time: {profile['readout_wall_s_mean']:.2f} s",
+            f"- prefix cache hit rate, all engine requests: {profile['prefix_cache_hit_rate_all_requests']:.1%}",
+        ]
     lines += [
-        "",
-        "Readout profile (chat, scoring on, from the sidecar's /metrics):",
-        "",
-        f"- engine steps per readout: {profile['engine_steps_per_readout']:.2f} (floor: "
-        f"{floor['dependent_engine_steps']} dependent steps)",
-        f"- context tokens per readout computed: {profile['computed_tokens_per_readout']:.1f}, from the prefix cache: "
-        f"{profile['cached_tokens_per_readout']:.1f} (floor: the {floor['block_tokens_after_answer_mean']:.1f} "
-        "block tokens after the answer, mean over the score pairs)",
-        "- per step: "
-        + ", ".join(f"{STEP_PHASES[phase]} {profile[f'{phase}_s_per_step']:.3f} s" for phase in STEP_PHASES)
-        + f"; readout wall time: {profile['readout_wall_s_mean']:.2f} s",
-        f"- prefix cache hit rate, all engine requests: {profile['prefix_cache_hit_rate_all_requests']:.1%}",
         "",
         f"Goals: chat tok/s on/stock >= {GOALS['chat_tok_s_on_vs_stock']}, p50 on/stock <= "
         f"{GOALS['chat_p50_on_vs_stock']}; /v1/score warm >= {GOALS['score_warm_vs_generative']}x "
@@ -350,6 +380,10 @@ def main() -> None:
     parser.add_argument("--max-prompt-chars", type=int, default=2000)
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--port", type=int, default=18082)
+    parser.add_argument("--shapes", action="store_true", help="also measure the vLLM endpoint plugin shape")
+    parser.add_argument(
+        "--per-step", action="store_true", help="also measure the sidecar with SEE_READOUT_REQUESTS=per_step"
+    )
     args = parser.parse_args()
 
     model_dir = prepare_default_model(report=print)
@@ -358,19 +392,25 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{args.port}"
     configs = stock_configs()
-    sidecar_rounds: list[dict] = []
+    servers = {"sidecar": sidecar_server}
+    if args.per_step:
+        servers["sidecar_per_step"] = functools.partial(sidecar_server, readout_requests="per_step")
+    if args.shapes:
+        servers["plugin"] = plugin_vllm_server
+    shape_rounds: dict[str, list[dict]] = {shape: [] for shape in servers}
     stock_rounds: dict[str, list[dict]] = {name: [] for name in configs}
     for round_index in range(args.rounds):
-        with sidecar_server(model_dir, args.port, RESULTS / "sidecar.log.tmp"):
-            sidecar_rounds.append(measure_sidecar(url, prompts, inputs, args, on_first=round_index % 2 == 0))
-        print(f"round {round_index + 1} sidecar:", json.dumps(sidecar_rounds[-1]), flush=True)
+        for shape, server in servers.items():
+            with server(model_dir, args.port, RESULTS / f"{shape}.log.tmp"):
+                shape_rounds[shape].append(measure_scored(url, prompts, inputs, args, on_first=round_index % 2 == 0))
+            print(f"round {round_index + 1} {shape}:", json.dumps(shape_rounds[shape][-1]), flush=True)
         for name, like_sidecar in configs.items():
             with stock_vllm_server(model_dir, args.port, RESULTS / "stock.log.tmp", like_sidecar):
                 stock_rounds[name].append(measure_stock(url, prompts, inputs, args))
             print(f"round {round_index + 1} stock {name}:", json.dumps(stock_rounds[name][-1]), flush=True)
 
     when = stamp()
-    summary = summarise(sidecar_rounds, stock_rounds, inputs)
+    summary = summarise(shape_rounds, stock_rounds, inputs)
     lines = report(summary, args, when, args.rounds)
     record = {
         "benchmark": "readout",
@@ -379,7 +419,7 @@ def main() -> None:
         "model": model_dir.name,
         "args": vars(args),
         "summary": summary,
-        "rounds": {"sidecar": sidecar_rounds, "stock": stock_rounds},
+        "rounds": {**shape_rounds, "stock": stock_rounds},
         "goals": GOALS,
     }
     (RESULTS / f"readout-{when}.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -192,8 +192,11 @@ class LocalTokenizer:
 class VllmEngine(LocalTokenizer):
     """`Engine` on an in-process vLLM AsyncLLM. Build it with `VllmEngine.create` (blocking, ~20 s on CPU)."""
 
-    def __init__(self, llm, tokenizer, model_dir: Path, digit_token_ids: tuple[int, ...]) -> None:
+    def __init__(
+        self, llm, tokenizer, model_dir: Path, digit_token_ids: tuple[int, ...], readout_requests: str = "one"
+    ) -> None:
         super().__init__(tokenizer)
+        self.readout_requests = readout_requests  # Settings.readout_requests
         self._llm = llm
         self.model_dir = model_dir
         self.digit_token_ids = digit_token_ids
@@ -238,7 +241,7 @@ class VllmEngine(LocalTokenizer):
         stat_loggers = [_scheduler_stat_logger(observe_scheduler)] if observe_scheduler else None
         llm = AsyncLLM.from_engine_args(args, stat_loggers=stat_loggers)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        return cls(llm, tokenizer, model_dir, digit_token_ids)
+        return cls(llm, tokenizer, model_dir, digit_token_ids, settings.readout_requests)
 
     def _params(self, spec: SamplingSpec, output_kind: str):
         from vllm import SamplingParams
@@ -335,8 +338,13 @@ class VllmEngine(LocalTokenizer):
             final = output
         return self._digit_step(final, len(context_ids), int(final.num_cached_tokens or 0), sent)
 
+    def digit_reader(self, request_id: str) -> contextlib.AbstractAsyncContextManager[DigitReader]:
+        if self.readout_requests == "per_step":
+            return RequestPerStepReader.open(self.next_digit_logprobs, request_id)
+        return self._streaming_reader(request_id)
+
     @contextlib.asynccontextmanager
-    async def digit_reader(self, request_id: str) -> AsyncIterator[DigitReader]:
+    async def _streaming_reader(self, request_id: str) -> AsyncIterator[DigitReader]:
         """A readout as one streaming-input request: each step continues it (its KV cache kept between steps)."""
         reader = StreamingDigitReader(self, request_id)
         try:

@@ -173,6 +173,12 @@ class Settings(BaseSettings):
         description="Tokens per KV-cache block; prefix caching reuses whole blocks only, so a forced readout "
         "recomputes up to one block per step. auto = 32 on CPU (vLLM's CPU default is 128), vLLM's default on GPU",
     )
+    readout_requests: Literal["one", "per_step"] = Field(
+        "one",
+        description="How a forced readout's five steps reach the in-process engine: one = one vLLM streaming-input "
+        "request continued step by step (later steps compute only their own tokens); per_step = a request per "
+        "step with the whole context (prefix caching skips the full KV blocks held). A remote engine is per_step",
+    )
     cpu_kv_cache_gib: float = Field(2.0, gt=0.0, description="CPU only: KV cache size in GiB")
     cpu_threads_bind: str = Field("auto", description="CPU only: OpenMP core binding, e.g. 0-1; auto = all cores")
     tensor_parallel_size: int = Field(1, ge=1, description="GPU only")

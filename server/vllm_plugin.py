@@ -98,7 +98,7 @@ class SeeEndpointPlugin:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        engine = VllmEngine(engine_client, tokenizer, model_dir, card.digit_token_ids)
+        engine = VllmEngine(engine_client, tokenizer, model_dir, card.digit_token_ids, settings.readout_requests)
         feedback_loop = None
         if settings.ledger.enabled:
             accept_risk = AcceptRiskMonitor(certified_policy, calibration, metrics) if certified_policy else None

@@ -1,17 +1,20 @@
-"""Where a forced readout's time goes on this machine, and whether reading the five digits speculatively helps.
+"""Where a forced readout's time goes on this machine, and whether reading the five digits otherwise helps.
 
 In process, on the default checkpoint's vLLM engine (the sidecar's engine settings), alone and with 7 greedy
 64-token decodes running beside it (the load of concurrency 8):
-- sequential (what the sidecar does): five dependent one-token steps. Per step, from vLLM's request stats:
-  `to_core` (submitted here -> queued in the EngineCore), `queue` (queued -> scheduled), `compute` (scheduled ->
-  its token), `back` (token -> returned here).
+- session (what the sidecar does): five dependent one-token steps in one vLLM streaming-input request
+  (server.engine.StreamingDigitReader): later steps compute only their own tokens.
+- per-request (the sidecar before 2026-12-01; a remote engine's path): five one-token requests, each with the
+  whole context, recomputing back to the last full KV block.
+  For both, per step from vLLM's request stats (server.engine.StepTimes): `to_engine` (submitted here -> queued
+  in the EngineCore), `in_engine` (queued -> its token computed), `back` (token -> returned here).
 - speculative: all remaining steps at once with guessed digits (the previous readout's argmaxes), keeping the
   readings up to the first wrong guess and resubmitting the rest: exact (same contexts), fewer rounds, more
   engine requests.
 Six answers, three passes each. The price the other requests pay shows as engine requests per readout (each
 computes its context past the last full KV block); their tokens/s over the ~15 s of a run is too coarse here.
 
-    python experiments/readout-steps/readout_steps.py      # ~4 min on 2 cores; writes results.json beside it
+    python experiments/readout-steps/readout_steps.py      # ~6 min on 2 cores; writes results.json beside it
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from selfeval.models import prepare_default_model
 from selfeval.prompts import render_prompt
 from selfeval.readout import distribution_from_token_logprobs
 from selfeval.rubric import ATTRIBUTES
-from server.engine import SamplingSpec, VllmEngine
+from server.engine import RequestPerStepReader, SamplingSpec, VllmEngine
 from server.scoring import forced_readout
 from server.settings import Settings
 
@@ -42,6 +45,20 @@ ANSWERS = [
     "The answer is 42 because the question was wrong.",
 ]
 PASSES = 3
+PHASES = ("to_engine", "in_engine", "back")
+
+
+class PerRequestReadout:
+    """The engine with the per-request digit reader (each step its own request with the whole context)."""
+
+    def __init__(self, engine: VllmEngine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def digit_reader(self, request_id: str):
+        return RequestPerStepReader.open(self._engine.next_digit_logprobs, request_id)
 
 
 async def speculative_readout(engine, prompt_ids, answer, request_id, guess):
@@ -76,28 +93,14 @@ async def run(background: int, mode: str) -> dict:
     card = load_card(model_dir)
     # an observer turns vLLM's request stats on, as in the sidecar (they carry the step timestamps)
     engine = VllmEngine.create(Settings(max_model_len=4096), model_dir, card.digit_token_ids, lambda _: None)
+    per_request = PerRequestReadout(engine)
     step_times: list[dict[str, float]] = []
-    generate = engine._llm.generate
-
-    def timed(prompt, params, request_id):
-        async def steps():
-            submitted, final = time.monotonic(), None
-            async for output in generate(prompt, params, request_id=request_id):
-                final = output
-            stats = final.metrics
-            if request_id.startswith("m") and stats is not None:
-                step_times.append({"to_core": stats.queued_ts - submitted,
-                                   "queue": stats.scheduled_ts - stats.queued_ts,
-                                   "compute": stats.first_token_ts - stats.scheduled_ts,
-                                   "back": time.monotonic() - stats.first_token_ts})  # fmt: skip
-            yield final
-
-        return steps()
-
-    engine._llm.generate = timed
+    computed: list[int] = []
     messages = [{"role": "user", "content": "Give me an answer."}]
     prompt = engine.encode(render_prompt(messages, card.prompt_mode, engine.apply_chat_template))
-    reference = {k: (await forced_readout(engine, prompt, a, f"ref{k}")).distributions for k, a in enumerate(ANSWERS)}
+    reference = {  # the per-request path alone, once per answer: what every other reading is compared with
+        k: (await forced_readout(per_request, prompt, a, f"ref{k}")).distributions for k, a in enumerate(ANSWERS)
+    }
     stop = asyncio.Event()
 
     async def decode(worker: int) -> None:
@@ -113,12 +116,13 @@ async def run(background: int, mode: str) -> dict:
     for repeat in range(PASSES):
         for k, answer in enumerate(ANSWERS):
             began = time.monotonic()
-            if mode == "sequential":
-                read, used_rounds, used_requests = (
-                    (await forced_readout(engine, prompt, answer, f"m{repeat}-{k}")).distributions,
-                    5,
-                    5,
+            if mode in ("session", "per-request"):
+                forced = await forced_readout(
+                    engine if mode == "session" else per_request, prompt, answer, f"m{repeat}-{k}"
                 )
+                read, used_rounds, used_requests = forced.distributions, 5, 5 if mode == "per-request" else 1
+                step_times.append({phase: getattr(forced.cost, f"{phase}_s") / forced.cost.steps for phase in PHASES})
+                computed.append(forced.cost.computed_tokens)
             else:
                 spec_id = f"m{repeat}-{k}"
                 read, used_rounds, used_requests = await speculative_readout(engine, prompt, answer, spec_id, guess)
@@ -133,9 +137,10 @@ async def run(background: int, mode: str) -> dict:
     engine.shutdown()
     result = {"mode": mode, "background_decodes": background, "readout_wall_s_median": statistics.median(walls),
               "rounds_mean": statistics.mean(rounds), "engine_requests_mean": statistics.mean(requests),
-              "max_prob_gap_vs_sequential_alone": max(gaps)}  # fmt: skip
-    if mode == "sequential":
-        result["step_s_median"] = {key: statistics.median(t[key] for t in step_times) for key in step_times[0]}
+              "max_prob_gap_vs_per_request_alone": max(gaps)}  # fmt: skip
+    if step_times:
+        result["step_s_median"] = {key: statistics.median(t[key] for t in step_times) for key in PHASES}
+        result["computed_tokens_per_readout_median"] = statistics.median(computed)
     return result
 
 
@@ -147,7 +152,7 @@ def main() -> None:
 
     results = []
     for background in (0, 7):
-        for mode in ("sequential", "speculative"):
+        for mode in ("session", "per-request", "speculative"):
             done = subprocess.run([sys.executable, __file__, str(background), mode], capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from selfeval.block import forced_token_layout
 from selfeval.rubric import ATTRIBUTES
+from tests.integration.conftest import running_server
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +240,26 @@ def test_a_forced_readout_computes_its_block_once_and_little_else(client, model_
     assert block_tokens < delta["computed"] < block_tokens + 32, (delta, block_tokens)
     for phase in ("to_engine", "in_engine", "back"):
         assert after[phase] > before[phase]  # where the steps' time went, by phase
+
+
+def test_a_request_per_readout_step_reads_the_same_scores_computing_more(client, model_dir, tmp_path):
+    """SEE_READOUT_REQUESTS=per_step (a request per digit, the whole context each time) is the same readout as
+    the default continued request: equal distributions, more tokens computed."""
+    body = {
+        "messages": [{"role": "user", "content": "Name a prime number."}],
+        "response": "Seven is a prime number: only 1 and 7 divide it.",
+    }
+    with (
+        running_server(model_dir, tmp_path, readout_requests="per_step") as per_step,
+        httpx.Client(base_url=per_step.url, timeout=120) as other,
+    ):
+        before = readout_counters(other)
+        separate = other.post("/v1/score", json=body).json()["self_evaluation"]["scores"]
+        per_step_computed = readout_counters(other)["computed"] - before["computed"]
+    before = readout_counters(client)
+    continued = client.post("/v1/score", json=body).json()["self_evaluation"]["scores"]
+    continued_computed = readout_counters(client)["computed"] - before["computed"]
+    for attribute in ATTRIBUTES:
+        gaps = [abs(p - q) for p, q in zip(separate[attribute]["probs"], continued[attribute]["probs"], strict=True)]
+        assert max(gaps) < 1e-5, (attribute, gaps)
+    assert per_step_computed > continued_computed, (per_step_computed, continued_computed)

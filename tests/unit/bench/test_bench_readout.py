@@ -26,7 +26,7 @@ def run(tokens_per_s: float, p50: float) -> dict:
     return {"tokens_per_s": tokens_per_s, "latency_p50_s": p50, "items_per_s": tokens_per_s / 10}
 
 
-def test_ratios_are_against_each_stock_configuration_and_averaged_over_rounds():
+def test_ratios_are_per_shape_against_each_stock_configuration_and_averaged_over_rounds():
     profile = profile_of({}, {"readouts": 1, "steps": 5, "computed_tokens": 50})
     sidecar = [
         {"chat_scoring_on": run(40, 12), "chat_scoring_off": run(60, 8), "readout_profile": profile,
@@ -34,14 +34,23 @@ def test_ratios_are_against_each_stock_configuration_and_averaged_over_rounds():
         {"chat_scoring_on": run(60, 12), "chat_scoring_off": run(60, 8), "readout_profile": profile,
          "score_cold": run(4, 0), "score_warm": run(20, 0)},
     ]  # fmt: skip
+    plugin = [{**sidecar[0], "chat_scoring_on": run(45, 11), "score_warm": run(30, 0)}]
     stock = {"chat": run(50, 10), "generative_scoring_cold": run(4, 0), "generative_scoring_warm": run(50, 0)}
     inputs = SimpleNamespace(floor_tokens=[44, 46])
-    summary = summarise(sidecar, {"default": [stock, stock], "same_blocks": [stock, stock]}, inputs)
-    assert summary["chat"]["ratios"]["default"]["tok_s_on_vs_stock"] == 1.0  # mean 50 over rounds vs 50
-    assert summary["chat"]["ratios"]["same_blocks"]["p50_off_vs_stock"] == 0.8
-    assert summary["score"]["warm"]["ratio"]["default"] == 0.4
+    summary = summarise(
+        {"sidecar": sidecar, "plugin": plugin}, {"default": [stock, stock], "same_blocks": [stock]}, inputs
+    )
+    ratios = summary["chat"]["ratios"]
+    assert ratios["sidecar"]["default"]["tok_s_on_vs_stock"] == 1.0  # mean 50 over rounds vs 50
+    assert ratios["sidecar"]["same_blocks"]["p50_off_vs_stock"] == 0.8
+    assert ratios["plugin"]["default"]["tok_s_on_vs_stock"] == 0.9
+    assert summary["score"]["warm"]["ratio"]["sidecar"]["default"] == 0.4
+    assert summary["score"]["warm"]["ratio"]["plugin"]["same_blocks"] == 0.6
     assert summary["floor"]["block_tokens_after_answer_mean"] == 45
     args = SimpleNamespace(prompts=16, max_tokens=64, concurrency=8, pairs=48)
     text = "\n".join(report(summary, args, "now", 2))
     assert "| sidecar, scoring on | 50.0 | 12.00 | 1.00, 1.20 | 1.00, 1.20 |" in text
-    assert "| warm | 2.00 | 5.00, 0.40 | 5.00, 0.40 |" in text
+    assert "| vLLM + endpoint plugin, scoring on | 45.0 | 11.00 | 0.90, 1.10 | 0.90, 1.10 |" in text
+    assert "| warm | sidecar | 2.00 | 5.00, 0.40 | 5.00, 0.40 |" in text
+    assert "| warm | vLLM + endpoint plugin | 3.00 | 5.00, 0.60 | 5.00, 0.60 |" in text
+    assert "from the vLLM + endpoint plugin's /metrics" in text
