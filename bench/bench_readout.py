@@ -126,6 +126,11 @@ STEP_PHASES = {  # see_readout_step_seconds phases, as the report names them
 }
 
 
+# vLLM's own prefix-cache counters: what the plugin shape exports (the sidecar's see_engine_prefix_cache_tokens
+# comes from its own engine's stat logger)
+VLLM_PREFIX_CACHE = {"vllm:prefix_cache_queries": "queried", "vllm:prefix_cache_hits": "hit"}
+
+
 def readout_counters(base_url: str) -> dict[str, float]:
     """The sidecar's readout and prefix-cache counters (server.metrics), summed over labels but `kind`."""
     values: dict[str, float] = defaultdict(float)
@@ -144,6 +149,8 @@ def readout_counters(base_url: str) -> dict[str, float]:
                 values["readouts"] += sample.value
             elif family.name == "see_engine_prefix_cache_tokens" and sample.name.endswith("_total"):
                 values[f"prefix_cache_{sample.labels['kind']}_tokens"] += sample.value
+            elif (vllm_kind := VLLM_PREFIX_CACHE.get(sample.name.removesuffix("_total"))) is not None:
+                values[f"prefix_cache_{vllm_kind}_tokens"] += sample.value  # the plugin: vLLM's own counters
     return dict(values)
 
 
