@@ -54,3 +54,20 @@ def test_ratios_are_per_shape_against_each_stock_configuration_and_averaged_over
     assert "| warm | sidecar | 2.00 | 5.00, 0.40 | 5.00, 0.40 |" in text
     assert "| warm | vLLM + endpoint plugin | 3.00 | 5.00, 0.60 | 5.00, 0.60 |" in text
     assert "from the vLLM + endpoint plugin's /metrics" in text
+
+
+def test_the_plugin_shape_prefix_cache_counters_are_vllms_own(monkeypatch):
+    """vLLM's server (plugin shape) exports vllm:prefix_cache_*, not the sidecar's see_engine_prefix_cache_tokens."""
+    import httpx
+
+    from bench.bench_readout import readout_counters
+
+    text = (
+        "# TYPE vllm:prefix_cache_queries counter\n"
+        'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 120.0\n'
+        "# TYPE vllm:prefix_cache_hits counter\n"
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100.0\n'
+    )
+    monkeypatch.setattr(httpx, "get", lambda *_, **__: SimpleNamespace(text=text))
+    counters = readout_counters("http://plugin")
+    assert counters == {"prefix_cache_queried_tokens": 120.0, "prefix_cache_hit_tokens": 100.0}
