@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import PROMPTS, RESULTS, engine_env, machine, percentile, served, stamp
 from selfeval.models import prepare_default_model
@@ -144,7 +145,22 @@ async def soak(url: str, server: psutil.Process, args) -> dict:
 
         await asyncio.gather(sampler(), *(worker() for _ in range(args.concurrency)))
         elapsed = time.monotonic() - started
-    return summarise(load.outcomes, samples, elapsed, args)
+        after = await engine_after_load(client)
+    return summarise(load.outcomes, samples, elapsed, args) | {"engine_after_load": after}
+
+
+async def engine_after_load(client: httpx.AsyncClient) -> dict:
+    """The engine's state once the load is over and one more small request has run: any request or KV block
+    still held (a readout never finished or aborted, say) shows here."""
+    await client.post("/generate", json={"prompt": "Hi", "max_tokens": 2, "temperature": 0, "score": False})
+    state = {"kv_cache_usage": None, "running": None, "waiting": None}
+    for family in text_string_to_metric_families((await client.get("/metrics")).text):
+        for sample in family.samples:
+            if family.name == "see_engine_kv_cache_usage_ratio":
+                state["kv_cache_usage"] = sample.value
+            elif family.name == "see_engine_requests":
+                state[sample.labels["state"]] = sample.value
+    return state
 
 
 def summarise(outcomes, samples, elapsed: float, args) -> dict:
@@ -196,13 +212,16 @@ def markdown(result: dict, when: str) -> str:
     for route, row in result["routes"].items():
         statuses = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items())
         lines.append(f"| {route} | {row['requests']} | {statuses} | {row['p50_s']} | {row['p95_s']} |")
-    rss = result["server_rss_mb"]
+    rss, after = result["server_rss_mb"], result.get("engine_after_load", {})
     lines += [
         "",
         f"Server process RSS {rss.get('first')} -> {rss.get('last')} MB; slope after the first fifth "
         f"{result['server_rss_slope_mb_per_1000']} MB per 1,000 requests (engine processes: "
         f"{result['engine_rss_slope_mb_per_1000']} MB per 1,000; by thirds of the run "
         f"{' / '.join(str(x) for x in result.get('engine_rss_slope_by_third', []))}).",
+        "",
+        "Engine after the load (one more small request run): KV cache in use "
+        f"{after.get('kv_cache_usage')}, requests running {after.get('running')}, waiting {after.get('waiting')}.",
         "",
         "Reproduce: `python -m bench.bench_soak "
         f"--minutes {result['minutes']} --concurrency {result['concurrency']} --max-tokens {result['max_tokens']}`",
