@@ -20,6 +20,7 @@ computes its context past the last full KV block); their tokens/s over the ~15 s
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import statistics
 import sys
@@ -32,7 +33,7 @@ from selfeval.models import prepare_default_model
 from selfeval.prompts import render_prompt
 from selfeval.readout import distribution_from_token_logprobs
 from selfeval.rubric import ATTRIBUTES
-from server.engine import RequestPerStepReader, SamplingSpec, VllmEngine
+from server.engine import SamplingSpec, VllmEngine
 from server.scoring import forced_readout
 from server.settings import Settings
 
@@ -46,19 +47,6 @@ ANSWERS = [
 ]
 PASSES = 3
 PHASES = ("to_engine", "in_engine", "back")
-
-
-class PerRequestReadout:
-    """The engine with the per-request digit reader (each step its own request with the whole context)."""
-
-    def __init__(self, engine: VllmEngine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def digit_reader(self, request_id: str):
-        return RequestPerStepReader.open(self._engine.next_digit_logprobs, request_id)
 
 
 async def speculative_readout(engine, prompt_ids, answer, request_id, guess):
@@ -93,7 +81,8 @@ async def run(background: int, mode: str) -> dict:
     card = load_card(model_dir)
     # an observer turns vLLM's request stats on, as in the sidecar (they carry the step timestamps)
     engine = VllmEngine.create(Settings(max_model_len=4096), model_dir, card.digit_token_ids, lambda _: None)
-    per_request = PerRequestReadout(engine)
+    per_request = copy.copy(engine)  # the same vLLM engine, read a request per step (SEE_READOUT_REQUESTS)
+    per_request.readout_requests = "per_step"
     step_times: list[dict[str, float]] = []
     computed: list[int] = []
     messages = [{"role": "user", "content": "Give me an answer."}]
