@@ -9,11 +9,11 @@ is in view there) and (b) the mean of the answer's token states. Scored by 5-fol
 training part), out-of-fold Spearman with the human label, 95 % interval over prompts. The held-out half
 (`eval.json`) is never read: the rows are a labels-distill run's `rows.jsonl`, built from the train half.
 
-Usage (after `see train --config hs2-distill`, which writes rows.jsonl; ~15 min of CPU for 996 rows):
+Usage (after `see train --config hs2-distill`, which writes rows.jsonl; ~23 min of CPU for 996 rows on 2 cores):
   python experiments/layer-probe/probe_layers.py runs/hs2-distill/rows.jsonl --model default-untrained \
-      --out experiments/layer-probe/smollm2-135m.json
-Hidden states are cached beside --out (`.npz`, gitignored under runs/ when --cache points there) so a second run
-only refits. `--model` takes a checkpoint directory or `default-untrained` / `default`.
+      --out experiments/layer-probe/smollm2-135m.json --cache runs/layer-probe/smollm2-135m.npz
+Hidden states (~140 MB for 996 rows) are cached in --cache (default: beside --out; keep it under the gitignored
+runs/) so a second run only refits. `--model` takes a checkpoint directory or `default-untrained` / `default`.
 """
 
 from __future__ import annotations
